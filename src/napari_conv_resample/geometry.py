@@ -1,0 +1,432 @@
+"""Output shapes, padding and world placement of resampled images.
+
+This module is the one place that knows how long an output axis is and where
+an output pixel sits. The operators, masks, napari widgets and the batch tool
+all call :func:`resolve_spec` / :func:`output_geometry`.
+
+Per spatial axis, with ``k`` taps, stride ``s``, dilation ``d`` (DESIGN §2):
+
+* down: ``y[o] = sum_t w[t] * xpad[s*o + d*t - p_lo]``,
+  ``L_out = floor((L_in + p_lo + p_hi - d*(k-1) - 1) / s) + 1``
+* up: ``z[s*i + d*t - p_lo] += w[t] * y[i]``,
+  ``L_out = (L_in - 1)*s - p_lo - p_hi + d*(k-1) + output_padding + 1``
+
+World placement (napari pixel-centre convention, DESIGN §3): with
+``c = d*(k-1)/2 - p_lo``, output ``o`` of a downsample is centred on input
+coordinate ``s*o + c``; input ``i`` of an upsample sits on output coordinate
+``s*i + c``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import normalize_axes, per_axis_ints
+from .kernels import resolve_kernel
+
+OPS = ("down", "up")
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+#: Defaults of the operators' keywords; the operators' signatures repeat them
+#: (a test checks they agree) and recipes, widgets and the CLI fill from here.
+DEFAULTS = {
+    "down": {
+        "kernel": "gaussian",
+        "size": 3,
+        "stride": 2,
+        "dilation": 1,
+        "padding": "same",
+        "mode": "reflect",
+        "axes": None,
+    },
+    "up": {
+        "kernel": "bilinear",
+        "size": None,
+        "stride": 2,
+        "dilation": 1,
+        "padding": None,
+        "output_padding": 0,
+        "output_size": None,
+        "axes": None,
+    },
+}
+
+
+def dilated_extent(size, dilation):
+    """Pixels spanned by a kernel of ``size`` taps spread ``dilation`` apart."""
+    return dilation * (size - 1) + 1
+
+
+def down_length(length, size, stride, dilation, pad_lo, pad_hi):
+    """Output length of a strided, dilated correlation (PyTorch ``conv``)."""
+    return (length + pad_lo + pad_hi - dilated_extent(size, dilation)) // stride + 1
+
+
+def up_length(length, size, stride, dilation, pad_lo, pad_hi, output_padding=0):
+    """Output length of a transposed convolution (PyTorch ``conv_transpose``)."""
+    return (
+        (length - 1) * stride
+        - pad_lo
+        - pad_hi
+        + dilated_extent(size, dilation)
+        + output_padding
+    )
+
+
+def same_padding(length, size, stride, dilation):
+    """``(lo, hi)`` padding for ``padding='same'``: output length ``ceil(L / s)``.
+
+    At stride 1 this is PyTorch's 'same' (total ``d*(k-1)``, ``lo = total // 2``);
+    at stride > 1 it is TensorFlow's SAME.
+    """
+    out = -(-length // stride)
+    total = max(0, (out - 1) * stride + dilated_extent(size, dilation) - length)
+    return total // 2, total - total // 2
+
+
+def natural_up_padding(size, stride, dilation):
+    """Symmetric padding and output padding giving exactly ``stride * L`` outputs."""
+    crop = dilated_extent(size, dilation) - stride
+    if crop <= 0:
+        return 0, -crop
+    pad = -(-crop // 2)
+    return pad, 2 * pad - crop
+
+
+def _is_int(v):
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
+
+
+def parse_padding(padding, n):
+    """Normalise an explicit padding to ``n`` ``(lo, hi)`` pairs of ints >= 0.
+
+    Accepts an int, one int per axis, or one ``(lo, hi)`` pair per axis.
+    """
+    if _is_int(padding):
+        pairs = [(int(padding), int(padding))] * n
+    else:
+        try:
+            items = list(padding)
+        except TypeError:
+            raise TypeError(
+                f"padding must be an int, 'same', 'valid', one int per axis or one "
+                f"(lo, hi) pair per axis, got {padding!r}"
+            ) from None
+        if len(items) != n:
+            raise ValueError(
+                f"padding={padding!r} has {len(items)} entries but there are {n} spatial axes"
+            )
+        pairs = []
+        for item in items:
+            if _is_int(item):
+                pairs.append((int(item), int(item)))
+            else:
+                try:
+                    lo, hi = item
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"padding={padding!r}: each entry must be an int or a (lo, hi) pair"
+                    ) from None
+                if not (_is_int(lo) and _is_int(hi)):
+                    raise TypeError(f"padding={padding!r} must contain integers")
+                pairs.append((int(lo), int(hi)))
+    for lo, hi in pairs:
+        if lo < 0 or hi < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class ResampleSpec:
+    """Fully resolved parameters of one down or up resampling of one image.
+
+    Per-axis tuples follow ``axes`` (sorted spatial axes of the full image).
+    """
+
+    op: str
+    input_shape: tuple
+    output_shape: tuple
+    axes: tuple
+    weights: np.ndarray
+    stride: tuple
+    dilation: tuple
+    pad_lo: tuple
+    pad_hi: tuple
+    output_padding: tuple
+    mode: str
+
+    @property
+    def size(self):
+        """Taps per spatial axis."""
+        return tuple(self.weights.shape)
+
+    @property
+    def center_offset(self):
+        """``c = d*(k-1)/2 - p_lo`` per spatial axis, in pixels of the finer grid."""
+        return tuple(
+            d * (k - 1) / 2.0 - p
+            for k, d, p in zip(self.size, self.dilation, self.pad_lo)
+        )
+
+
+def resolve_spec(op, input_shape, **params):
+    """Validate the parameters of a resampling and resolve them per axis.
+
+    ``params`` are the keywords of :func:`~napari_conv_resample.dilated_downsample`
+    (``op='down'``) or :func:`~napari_conv_resample.transpose_upsample`
+    (``op='up'``) other than ``backend`` and ``preserve_dtype``; missing ones
+    take the operator's defaults (:data:`DEFAULTS`). ``input_shape`` is the
+    full image shape.
+
+    Returns
+    -------
+    ResampleSpec
+    """
+    if op not in OPS:
+        raise ValueError(f"op must be 'down' or 'up', got {op!r}")
+    unknown = set(params) - set(DEFAULTS[op])
+    if unknown:
+        raise TypeError(
+            f"unknown parameter(s) for op={op!r}: {', '.join(sorted(unknown))}"
+        )
+    return _resolve(op, input_shape, **{**DEFAULTS[op], **params})
+
+
+def _resolve(
+    op,
+    input_shape,
+    *,
+    kernel,
+    size,
+    stride,
+    dilation,
+    padding,
+    axes,
+    mode="zeros",
+    output_padding=0,
+    output_size=None,
+):
+    input_shape = tuple(int(n) for n in input_shape)
+    ndim = len(input_shape)
+    n_kernel = None if isinstance(kernel, str) else np.ndim(kernel)
+    if n_kernel is not None and hasattr(kernel, "shape"):
+        n_kernel = len(kernel.shape)
+    axes = normalize_axes(axes, ndim, n_kernel)
+    n = len(axes)
+    stride = per_axis_ints(stride, n, "stride")
+    dilation = per_axis_ints(dilation, n, "dilation")
+    if isinstance(kernel, str) and size is not None:
+        size = per_axis_ints(size, n, "size")
+    weights = resolve_kernel(kernel, size, stride, dilation, op, n)
+    size = weights.shape
+    lengths = [input_shape[a] for a in axes]
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if op == "down":
+        pads = _down_padding(padding, lengths, size, stride, dilation)
+        out_len, opad = (
+            _down_lengths(lengths, size, stride, dilation, pads, mode),
+            (0,) * n,
+        )
+    else:
+        if mode != "zeros":
+            raise ValueError(
+                f"mode={mode!r}: transpose upsampling pads with zeros only (like PyTorch)"
+            )
+        pads, opad, out_len = _up_lengths(
+            lengths, size, stride, dilation, padding, output_padding, output_size
+        )
+    out_shape = list(input_shape)
+    for a, L in zip(axes, out_len):
+        out_shape[a] = L
+    return ResampleSpec(
+        op=op,
+        input_shape=input_shape,
+        output_shape=tuple(out_shape),
+        axes=axes,
+        weights=weights,
+        stride=stride,
+        dilation=dilation,
+        pad_lo=tuple(p[0] for p in pads),
+        pad_hi=tuple(p[1] for p in pads),
+        output_padding=opad,
+        mode=mode,
+    )
+
+
+def _down_padding(padding, lengths, size, stride, dilation):
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * len(lengths)
+        if padding == "same":
+            return tuple(
+                same_padding(L, k, s, d)
+                for L, k, s, d in zip(lengths, size, stride, dilation)
+            )
+        raise ValueError(
+            f"padding must be 'same', 'valid' or integers, got {padding!r}"
+        )
+    if padding is None:
+        return ((0, 0),) * len(lengths)
+    return parse_padding(padding, len(lengths))
+
+
+def _down_lengths(lengths, size, stride, dilation, pads, mode):
+    out = []
+    for i, (L, k, s, d, (lo, hi)) in enumerate(
+        zip(lengths, size, stride, dilation, pads)
+    ):
+        span = dilated_extent(k, d)
+        if L + lo + hi < span:
+            raise ValueError(
+                f"image spatial axis {i} has {L} pixels ({L + lo + hi} with padding) but the "
+                f"dilated kernel spans {span} pixels (size={k}, dilation={d})"
+            )
+        if mode == "reflect" and max(lo, hi) >= L:
+            raise ValueError(
+                f"mode='reflect' needs padding smaller than the axis: padding ({lo}, {hi}) "
+                f"on spatial axis {i} of {L} pixels"
+            )
+        if mode == "circular" and max(lo, hi) > L:
+            raise ValueError(
+                f"mode='circular' needs padding no larger than the axis: padding ({lo}, {hi}) "
+                f"on spatial axis {i} of {L} pixels"
+            )
+        out.append(down_length(L, k, s, d, lo, hi))
+    return tuple(out)
+
+
+def _up_lengths(lengths, size, stride, dilation, padding, output_padding, output_size):
+    n = len(lengths)
+    natural = [natural_up_padding(k, s, d) for k, s, d in zip(size, stride, dilation)]
+    if padding is None or padding == "same":
+        pads = tuple((p, p) for p, _ in natural)
+        default_opad = tuple(op for _, op in natural)
+    elif padding == "valid":
+        pads, default_opad = ((0, 0),) * n, (0,) * n
+    elif isinstance(padding, str):
+        raise ValueError(
+            f"padding must be None, 'same', 'valid' or integers, got {padding!r}"
+        )
+    else:
+        pads, default_opad = parse_padding(padding, n), (0,) * n
+    limits = [max(s, d) for s, d in zip(stride, dilation)]
+    if output_size is not None:
+        output_size = per_axis_ints(output_size, n, "output_size")
+        opad = []
+        for i, (L, k, s, d, (lo, hi), want, lim) in enumerate(
+            zip(lengths, size, stride, dilation, pads, output_size, limits)
+        ):
+            base = up_length(L, k, s, d, lo, hi)
+            if not base <= want < base + lim:
+                raise ValueError(
+                    f"output_size={want} cannot be reached on spatial axis {i}: with "
+                    f"stride={s}, dilation={d}, size={k}, padding=({lo}, {hi}) the output "
+                    f"length is between {base} and {base + lim - 1}"
+                )
+            opad.append(want - base)
+        opad = tuple(opad)
+    else:
+        opad = per_axis_ints(output_padding or 0, n, "output_padding", minimum=0)
+        # The natural padding brings its own output padding unless one is given.
+        if opad == (0,) * n:
+            opad = default_opad
+    for i, (p, lim) in enumerate(zip(opad, limits)):
+        if p >= lim:
+            raise ValueError(
+                f"output_padding={p} on spatial axis {i} must be smaller than "
+                f"max(stride, dilation)={lim}"
+            )
+    out = []
+    for i, (L, k, s, d, (lo, hi), p) in enumerate(
+        zip(lengths, size, stride, dilation, pads, opad)
+    ):
+        length = up_length(L, k, s, d, lo, hi, p)
+        if length < 1:
+            raise ValueError(
+                f"padding ({lo}, {hi}) on spatial axis {i} crops away the whole output "
+                f"({L} pixels upsampled by stride={s} with a {k}-tap kernel)"
+            )
+        out.append(length)
+    return pads, opad, tuple(out)
+
+
+@dataclass(frozen=True)
+class OutputGeometry:
+    """Shape and world placement (napari ``scale``/``translate``) of a result."""
+
+    shape: tuple
+    scale: tuple
+    translate: tuple
+    spec: ResampleSpec
+
+
+def place_output(spec, scale=None, translate=None):
+    """World ``scale`` and ``translate`` of ``spec``'s output from its input's.
+
+    ``scale`` and ``translate`` have one entry per axis of the full image
+    (default 1 and 0); non-spatial axes keep theirs. Units are whatever the
+    input's are (e.g. µm).
+    """
+    ndim = len(spec.input_shape)
+    scale = (1.0,) * ndim if scale is None else tuple(float(v) for v in scale)
+    translate = (
+        (0.0,) * ndim if translate is None else tuple(float(v) for v in translate)
+    )
+    if len(scale) != ndim:
+        raise ValueError(f"scale={scale!r} must have one entry per image axis ({ndim})")
+    if len(translate) != ndim:
+        raise ValueError(
+            f"translate={translate!r} must have one entry per image axis ({ndim})"
+        )
+    new_scale, new_translate = list(scale), list(translate)
+    for a, s, c in zip(spec.axes, spec.stride, spec.center_offset):
+        if spec.op == "down":
+            new_scale[a] = scale[a] * s
+            new_translate[a] = translate[a] + scale[a] * c
+        else:
+            new_scale[a] = scale[a] / s
+            new_translate[a] = translate[a] - scale[a] * c / s
+    return tuple(new_scale), tuple(new_translate)
+
+
+def output_geometry(op, input_shape, *, scale=None, translate=None, **params):
+    """Output shape, ``scale`` and ``translate`` of a down or up resampling.
+
+    Takes the keywords of the operators (``op='down'`` or ``'up'``, missing
+    ones at the operators' defaults) plus the input's world ``scale`` and
+    ``translate`` (one entry per image axis, in the input's physical units,
+    e.g. µm). This is the one function that says where results sit.
+
+    Returns
+    -------
+    OutputGeometry
+        ``shape``, ``scale``, ``translate`` and the resolved ``spec``.
+
+    Examples
+    --------
+    >>> g = output_geometry("down", (64, 64), kernel="box", size=2, padding=0)
+    >>> g.shape, g.scale, g.translate
+    ((32, 32), (2.0, 2.0), (0.5, 0.5))
+    """
+    spec = resolve_spec(op, input_shape, **params)
+    new_scale, new_translate = place_output(spec, scale, translate)
+    return OutputGeometry(spec.output_shape, new_scale, new_translate, spec)
+
+
+__all__ = [
+    "DEFAULTS",
+    "OutputGeometry",
+    "ResampleSpec",
+    "dilated_extent",
+    "down_length",
+    "natural_up_padding",
+    "output_geometry",
+    "place_output",
+    "resolve_spec",
+    "same_padding",
+    "up_length",
+]

@@ -1,0 +1,70 @@
+"""Border padding and its adjoint, from one index map per axis.
+
+The padded position ``j`` (``0 <= j < lo + L + hi``) of an axis of length ``L``
+reads source pixel ``source_index(...)[j]``, or nothing (zero) where that is
+``-1``. Padding gathers with this map; :func:`fold_padding`, its adjoint,
+scatter-adds back with the same map, so receptive fields through a reflect
+or circular border count the pixels really read.
+
+Modes (PyTorch names, scipy.ndimage equivalents): ``zeros`` (constant 0),
+``reflect`` (edge not repeated; scipy ``mirror``), ``replicate`` (scipy
+``nearest``), ``circular`` (scipy ``grid-wrap``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def source_index(length, lo, hi, mode):
+    """Source pixel of every padded position of one axis (``-1``: zero)."""
+    p = np.arange(-lo, length + hi)
+    if mode == "zeros":
+        return np.where((p >= 0) & (p < length), p, -1)
+    if mode == "replicate":
+        return np.clip(p, 0, length - 1)
+    if mode == "circular":
+        return p % length
+    if mode == "reflect":
+        if length == 1:
+            return np.zeros_like(p)
+        period = 2 * (length - 1)
+        m = p % period
+        return np.where(m >= length, period - m, m)
+    raise ValueError(
+        f"mode must be zeros, reflect, replicate or circular, got {mode!r}"
+    )
+
+
+def pad_axes(x, axes, pads, mode, xp=np):
+    """Pad ``x`` on ``axes`` by ``pads`` (``(lo, hi)`` per axis) in ``mode``."""
+    if all(lo == 0 and hi == 0 for lo, hi in pads):
+        return x
+    if mode == "zeros":
+        width = [(0, 0)] * x.ndim
+        for a, pad in zip(axes, pads):
+            width[a] = pad
+        return xp.pad(x, width, mode="constant")
+    for a, (lo, hi) in zip(axes, pads):
+        if lo or hi:
+            idx = xp.asarray(source_index(x.shape[a], lo, hi, mode))
+            x = xp.take(x, idx, axis=a)
+    return x
+
+
+def fold_padding(xpad, axes, pads, mode):
+    """Adjoint of :func:`pad_axes` (NumPy): sum padded values onto their sources."""
+    out = xpad
+    for a, (lo, hi) in zip(axes, pads):
+        if not (lo or hi):
+            continue
+        length = out.shape[a] - lo - hi
+        idx = source_index(length, lo, hi, mode)
+        keep = idx >= 0
+        shape = list(out.shape)
+        shape[a] = length
+        folded = np.zeros(shape, dtype=out.dtype)
+        moved = np.moveaxis(out, a, 0)[keep]
+        np.add.at(np.moveaxis(folded, a, 0), idx[keep], moved)
+        out = folded
+    return out

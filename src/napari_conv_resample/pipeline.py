@@ -1,0 +1,334 @@
+"""Chains of down/up stages, their receptive fields and recipe files.
+
+A :class:`Pipeline` applies :class:`Stage` objects in order. Its receptive
+field is computed by applying the stages' adjoints, in reverse, to a one-hot
+final output pixel (DESIGN §2), so holes left by stacked dilations
+("gridding") show up; :meth:`Pipeline.summary` adds the closed-form receptive
+field size, effective stride and start offset (Araujo et al., Distill 2019).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .geometry import DEFAULTS, OPS, resolve_spec
+from .masks import adjoint, one_hot, ones_kernel
+from .operators import dilated_downsample, transpose_upsample
+
+RECIPE_VERSION = 1
+
+
+def _to_jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _from_jsonable(key, value):
+    if key == "kernel" and isinstance(value, list):
+        return np.asarray(value, dtype=np.float64)
+    if isinstance(value, list):
+        return tuple(_from_jsonable(key, v) for v in value)
+    return value
+
+
+@dataclass
+class Stage:
+    """One resampling step: ``op`` is ``'down'`` or ``'up'``.
+
+    ``params`` are the operator's keywords (``kernel``, ``size``, ``stride``,
+    ``dilation``, ``padding``, ``mode`` for down, ``output_padding`` and
+    ``output_size`` for up); omitted ones take the operator's defaults.
+    """
+
+    op: str
+    params: dict = field(default_factory=dict)
+
+    def __init__(self, op, **params):
+        if op not in OPS:
+            raise ValueError(f"op must be 'down' or 'up', got {op!r}")
+        unknown = set(params) - (set(DEFAULTS[op]) - {"axes"})
+        if unknown:
+            raise TypeError(
+                f"unknown parameter(s) for a {op!r} stage: {', '.join(sorted(unknown))}"
+            )
+        self.op = op
+        self.params = params
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"Stage({self.op!r}{', ' if args else ''}{args})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Stage):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __call__(self, image, *, axes=None, backend="auto", preserve_dtype=False):
+        """Apply this stage to ``image`` (see the operators for the keywords)."""
+        func = dilated_downsample if self.op == "down" else transpose_upsample
+        return func(
+            image,
+            axes=axes,
+            backend=backend,
+            preserve_dtype=preserve_dtype,
+            **self.params,
+        )
+
+    def spec(self, input_shape, axes=None):
+        """Resolved :class:`~napari_conv_resample.geometry.ResampleSpec` for an input."""
+        return resolve_spec(self.op, input_shape, axes=axes, **self.params)
+
+    def path_spec(self, spatial_shape):
+        """Spec with a kernel of ones (path counting) on an all-spatial shape."""
+        spec = self.spec(spatial_shape)
+        params = {**self.params, "kernel": ones_kernel(spec.size, len(spatial_shape))}
+        params.pop("size", None)
+        return resolve_spec(self.op, spatial_shape, **params)
+
+    def to_dict(self):
+        """JSON-ready dict of this stage."""
+        return {"op": self.op, **{k: _to_jsonable(v) for k, v in self.params.items()}}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        try:
+            op = d.pop("op")
+        except KeyError:
+            raise ValueError(
+                f"a recipe stage needs an 'op' ('down' or 'up'): {d!r}"
+            ) from None
+        return cls(op, **{k: _from_jsonable(k, v) for k, v in d.items()})
+
+
+class Pipeline:
+    """A chain of :class:`Stage` objects, applied in order.
+
+    Examples
+    --------
+    >>> p = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)])
+    >>> p(np.ones((4, 4))).shape
+    (2, 2)
+    """
+
+    def __init__(self, stages):
+        stages = list(stages)
+        if not stages:
+            raise ValueError("a Pipeline needs at least one Stage")
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise TypeError(f"Pipeline stages must be Stage objects, got {s!r}")
+        self.stages = stages
+
+    def __repr__(self):
+        return f"Pipeline({self.stages!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Pipeline) and self.stages == other.stages
+
+    def __len__(self):
+        return len(self.stages)
+
+    def __call__(self, image, *, axes=None, backend="auto", preserve_dtype=False):
+        """Apply every stage in order; ``preserve_dtype`` applies to the last one."""
+        out = image
+        for i, stage in enumerate(self.stages):
+            last = i == len(self.stages) - 1
+            out = stage(
+                out, axes=axes, backend=backend, preserve_dtype=preserve_dtype and last
+            )
+        return out
+
+    def specs(self, input_shape, axes=None):
+        """The resolved spec of every stage for an input of ``input_shape``."""
+        out, shape = [], tuple(input_shape)
+        for stage in self.stages:
+            spec = stage.spec(shape, axes)
+            out.append(spec)
+            shape = spec.output_shape
+        return out
+
+    def output_shape(self, input_shape, axes=None):
+        """Shape of the final output."""
+        return self.specs(input_shape, axes)[-1].output_shape
+
+    def _path_specs(self, input_shape):
+        out, shape = [], tuple(int(n) for n in input_shape)
+        for stage in self.stages:
+            spec = stage.path_spec(shape)
+            out.append(spec)
+            shape = spec.output_shape
+        return out
+
+    def receptive_field(self, input_shape, out_index, *, upto=None):
+        """Paths from each input pixel to final output pixel ``out_index``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Spatial shape of the pipeline's input (every axis spatial).
+        out_index : tuple of int
+            Pixel of the final output (or of stage ``upto``'s output).
+        upto : int, optional
+            Use only the first ``upto`` stages.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            Counts on the input grid; 0 inside the field's box is a hole.
+        """
+        specs = self._path_specs(input_shape)[:upto]
+        r = one_hot(specs[-1].output_shape, out_index)
+        for spec in reversed(specs):
+            r = adjoint(r, spec)
+        return np.rint(r).astype(np.int64)
+
+    def summary(self, input_shape=None):
+        """Per stage: receptive field size, effective stride, start offset, holes.
+
+        Sizes, strides and offsets are per spatial axis in pipeline-input
+        pixels, from the closed form (``Fraction`` for upsampling stages); the
+        start offset is where output pixel 0's field starts and may be
+        negative. ``holes`` counts never-reached pixels inside the bounding box
+        of the centre output pixel's receptive field, from the mask itself.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Spatial shape; default a shape large enough for the field.
+
+        Returns
+        -------
+        list of dict
+        """
+        closed = self._closed_form(input_shape)
+        if input_shape is None:
+            n = len(closed[0]["rf_size"])
+            input_shape = tuple(
+                int(4 * max(row["rf_size"][i] for row in closed)) + 16 for i in range(n)
+            )
+        specs = self._path_specs(input_shape)
+        for i, row in enumerate(closed):
+            centre = tuple(n // 2 for n in specs[i].output_shape)
+            rf = self.receptive_field(input_shape, centre, upto=i + 1)
+            nz = np.nonzero(rf)
+            box = tuple(slice(ix.min(), ix.max() + 1) for ix in nz)
+            row["holes"] = int(np.count_nonzero(rf[box] == 0))
+            row["input_shape"] = tuple(input_shape)
+            row["output_shape"] = specs[i].output_shape
+        return closed
+
+    def _closed_form(self, input_shape):
+        n = self._ndim(input_shape)
+        probe = tuple(input_shape) if input_shape is not None else (4096,) * n
+        jump = [Fraction(1)] * n
+        rf = [Fraction(1)] * n
+        start = [Fraction(0)] * n
+        rows = []
+        for stage, spec in zip(self.stages, self._path_specs(probe)):
+            for a, (k, s, d, lo) in enumerate(
+                zip(spec.size, spec.stride, spec.dilation, spec.pad_lo)
+            ):
+                ext = d * (k - 1) + 1
+                if stage.op == "down":
+                    fan_in, first = ext, -lo
+                    new_jump = jump[a] * s
+                else:
+                    # Output j reads inputs i with s*i + d*t - lo == j.
+                    fan_in = max(
+                        (j + lo) // s - (-((ext - 1 - j - lo) // s)) + 1
+                        for j in range(s)
+                    )
+                    first = -((ext - 1 - lo) // s)
+                    new_jump = jump[a] / s
+                rf[a] += (fan_in - 1) * jump[a]
+                start[a] += first * jump[a]
+                jump[a] = new_jump
+            rows.append(
+                {
+                    "op": stage.op,
+                    "rf_size": tuple(rf),
+                    "effective_stride": tuple(jump),
+                    "start_offset": tuple(start),
+                }
+            )
+        return rows
+
+    def _ndim(self, input_shape):
+        if input_shape is not None:
+            return len(input_shape)
+        for stage in self.stages:
+            for key in ("kernel", "size", "stride", "dilation", "output_padding"):
+                v = stage.params.get(key)
+                if isinstance(v, np.ndarray):
+                    return v.ndim
+                if isinstance(v, (tuple, list)):
+                    return len(v)
+        return 2
+
+    def format_summary(self, input_shape=None):
+        """The summary as a small text table."""
+
+        def fmt(values):
+            return "x".join(str(v) for v in values)
+
+        lines = ["stage  op    rf size        eff. stride    start offset   holes"]
+        for i, row in enumerate(self.summary(input_shape), 1):
+            lines.append(
+                f"{i:<6} {row['op']:<5} {fmt(row['rf_size']):<14} "
+                f"{fmt(row['effective_stride']):<14} {fmt(row['start_offset']):<14} "
+                f"{row['holes']}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self):
+        """JSON-ready dict (the recipe format)."""
+        return {
+            "format": "napari-conv-resample recipe",
+            "version": RECIPE_VERSION,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    def to_json(self, path=None):
+        """The recipe as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path):
+        """Read a recipe from JSON text or a ``.json`` file path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise FileNotFoundError(f"recipe file not found: {path}")
+            text = path.read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"recipe is not valid JSON: {exc}") from None
+        if isinstance(data, list):
+            data = {"stages": data}
+        if not isinstance(data, dict) or "stages" not in data:
+            raise ValueError("recipe must be a JSON object with a 'stages' list")
+        version = data.get("version", RECIPE_VERSION)
+        if version > RECIPE_VERSION:
+            raise ValueError(
+                f"recipe version {version} is newer than this library reads"
+            )
+        return cls([Stage.from_dict(s) for s in data["stages"]])
