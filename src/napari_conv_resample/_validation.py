@@ -23,6 +23,10 @@ def per_axis_ints(value, n, name, *, minimum=1):
     ):
         values = (int(value),) * n
     else:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(
+                f"{name} must be an int or a sequence of {n} ints, got {value!r}"
+            )
         try:
             values = tuple(value)
         except TypeError:

@@ -1,0 +1,129 @@
+"""Bad input gets a clear error naming the parameter and the value."""
+
+import numpy as np
+import pytest
+
+import napari_conv_resample as ncr
+from napari_conv_resample import backends, dilated_downsample, transpose_upsample
+
+IMG = np.zeros((16, 16), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "words"),
+    [
+        ({"size": 0}, ValueError, ["size", "0"]),
+        ({"stride": -1}, ValueError, ["stride", "-1"]),
+        ({"dilation": 0}, ValueError, ["dilation", "0"]),
+        ({"stride": 1.5}, TypeError, ["stride", "1.5"]),
+        ({"stride": (2, 2, 2)}, ValueError, ["stride", "3 values", "2 spatial axes"]),
+        ({"size": "3"}, TypeError, ["size"]),
+        ({"axes": (0, 0)}, ValueError, ["axes", "twice"]),
+        ({"axes": (0, 5)}, ValueError, ["axes", "5", "out of range"]),
+        ({"axes": ()}, ValueError, ["axes"]),
+        ({"padding": -1}, ValueError, ["padding", "-1"]),
+        ({"padding": "full"}, ValueError, ["padding", "full"]),
+        ({"padding": ((1, 2, 3), 1)}, ValueError, ["padding"]),
+        ({"mode": "mirror"}, ValueError, ["mode", "mirror"]),
+        ({"kernel": "triangle"}, ValueError, ["kernel", "triangle", "gaussian"]),
+        ({"kernel": np.ones((3, 3, 3))}, ValueError, ["kernel", "3 dimensions"]),
+        (
+            {"kernel": np.ones((3, 3)), "axes": 0},
+            ValueError,
+            ["kernel", "2 dimensions"],
+        ),
+        ({"kernel": np.ones((3, 3), complex)}, TypeError, ["kernel"]),
+        ({"backend": "opencl"}, ValueError, ["backend", "opencl"]),
+        (
+            {"padding": 20, "mode": "reflect"},
+            ValueError,
+            ["reflect", "padding", "16 pixels"],
+        ),
+        ({"padding": 17, "mode": "circular"}, ValueError, ["circular", "16 pixels"]),
+    ],
+)
+def test_down_bad_parameters(kwargs, exc, words):
+    with pytest.raises(exc) as info:
+        dilated_downsample(IMG, **kwargs)
+    for w in words:
+        assert w in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "words"),
+    [
+        (
+            {"kernel": np.ones((3, 3)), "stride": 2, "output_padding": 2},
+            ValueError,
+            ["output_padding=2", "max(stride, dilation)=2"],
+        ),
+        (
+            {"kernel": np.ones((3, 3)), "stride": 2, "output_size": 50},
+            ValueError,
+            ["output_size=50", "between"],
+        ),
+        ({"kernel": np.ones((3, 3)), "padding": -2}, ValueError, ["padding", "-2"]),
+        ({"kernel": np.ones((3, 3)), "padding": 40}, ValueError, ["crops away"]),
+        ({"stride": 0}, ValueError, ["stride", "0"]),
+    ],
+)
+def test_up_bad_parameters(kwargs, exc, words):
+    with pytest.raises(exc) as info:
+        transpose_upsample(IMG, **kwargs)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_image_smaller_than_dilated_kernel_names_both_sizes():
+    with pytest.raises(ValueError) as info:
+        dilated_downsample(
+            np.zeros((4, 40)), np.ones((3, 3)), dilation=3, padding="valid"
+        )
+    msg = str(info.value)
+    assert "4 pixels" in msg and "spans 7 pixels" in msg and "dilation=3" in msg
+
+
+@pytest.mark.parametrize(
+    ("image", "exc", "word"),
+    [
+        (np.zeros((0, 5)), ValueError, "empty"),
+        (np.zeros((4, 4), dtype=complex), TypeError, "complex"),
+        (np.array([[object()]], dtype=object), TypeError, "object"),
+        (np.array(3.0), ValueError, "0-d"),
+        (np.array([["a"]]), TypeError, "<U1"),
+    ],
+)
+def test_bad_images(image, exc, word):
+    for func in (dilated_downsample, transpose_upsample):
+        with pytest.raises(exc, match=word):
+            func(image)
+
+
+def test_too_large_output_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(
+        "napari_conv_resample._validation.available_memory", lambda xp=None: 1000
+    )
+    with pytest.raises(MemoryError) as info:
+        transpose_upsample(np.zeros((64, 64), dtype=np.float32), stride=4)
+    assert "(256, 256)" in str(info.value) and "256.0 KiB" in str(info.value)
+
+
+def test_cupy_backend_without_cupy_says_why(monkeypatch):
+    backends._cupy_status.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # import fails
+    try:
+        with pytest.raises(ncr.BackendUnavailableError) as info:
+            dilated_downsample(IMG, backend="cupy")
+        assert "pip install" in str(info.value) and "cupy" in str(info.value)
+        # auto falls back to NumPy quietly.
+        assert isinstance(dilated_downsample(IMG, backend="auto"), np.ndarray)
+    finally:
+        backends._cupy_status.cache_clear()
+
+
+def test_input_is_never_modified():
+    x = np.arange(100, dtype=np.float32).reshape(10, 10)
+    before = x.copy()
+    dilated_downsample(x, mode="replicate")
+    transpose_upsample(x)
+    np.testing.assert_array_equal(x, before)

@@ -1,0 +1,202 @@
+"""Pipelines: application, receptive fields (holes), closed form, recipes."""
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from napari_conv_resample import (
+    Pipeline,
+    Stage,
+    dilated_downsample,
+    sampled_mask,
+    transpose_upsample,
+)
+
+
+def _dilated_chain(dilations):
+    return Pipeline(
+        [
+            Stage(
+                "down",
+                kernel="box",
+                size=3,
+                stride=1,
+                dilation=d,
+                padding="same",
+                mode="zeros",
+            )
+            for d in dilations
+        ]
+    )
+
+
+def test_pipeline_applies_stages_in_order():
+    x = np.random.default_rng(0).random((2, 20, 22))
+    p = Pipeline(
+        [
+            Stage("down", kernel="gaussian", size=3, stride=2, dilation=2),
+            Stage("up", kernel="bilinear"),
+        ]
+    )
+    got = p(x, axes=(1, 2))
+    want = transpose_upsample(
+        dilated_downsample(x, "gaussian", size=3, stride=2, dilation=2, axes=(1, 2)),
+        "bilinear",
+        axes=(1, 2),
+    )
+    np.testing.assert_array_equal(got, want)
+    assert p.output_shape(x.shape, axes=(1, 2)) == got.shape
+
+
+def test_gridding_holes_with_common_factor_dilations():
+    rf = _dilated_chain((2, 2, 2)).receptive_field((41, 41), (20, 20))
+    nz = np.nonzero(rf)
+    box = rf[nz[0].min() : nz[0].max() + 1, nz[1].min() : nz[1].max() + 1]
+    assert box.shape == (13, 13)
+    assert np.count_nonzero(box == 0) > 0
+    assert np.all(box[1::2, :] == 0)  # odd offsets are never reached
+
+    rf2 = _dilated_chain((1, 2, 5)).receptive_field((41, 41), (20, 20))
+    nz = np.nonzero(rf2)
+    box2 = rf2[nz[0].min() : nz[0].max() + 1, nz[1].min() : nz[1].max() + 1]
+    assert box2.shape == (17, 17) and np.count_nonzero(box2 == 0) == 0
+
+
+def test_receptive_field_counts_paths():
+    # Two stride-1 box stages of 3 taps: paths 1,2,3,2,1 in 1-D.
+    p = Pipeline(
+        [Stage("down", kernel="box", size=3, stride=1, padding=1, mode="zeros")] * 2
+    )
+    rf = p.receptive_field((15,), (7,))
+    np.testing.assert_array_equal(rf[5:10], [1, 2, 3, 2, 1])
+    assert rf.sum() == 9
+
+
+def test_single_stage_receptive_field_equals_sampled_mask():
+    p = Pipeline(
+        [
+            Stage(
+                "down",
+                kernel=np.ones((3, 3)),
+                stride=2,
+                dilation=2,
+                padding=1,
+                mode="zeros",
+            )
+        ]
+    )
+    rf = p.receptive_field((20, 20), (4, 5))
+    m = sampled_mask((20, 20), (4, 5), size=3, stride=2, dilation=2, padding=1)
+    np.testing.assert_array_equal(rf > 0, m)
+
+
+def test_receptive_field_is_the_gradient_support_through_down_and_up():
+    """Perturbing an input pixel changes the output pixel iff the field says so."""
+    p = Pipeline(
+        [
+            Stage(
+                "down",
+                kernel=np.ones((3,)),
+                stride=2,
+                dilation=2,
+                padding=1,
+                mode="reflect",
+            ),
+            Stage("up", kernel=np.ones((4,)), stride=2, padding=1),
+        ]
+    )
+    shape, o = (24,), (11,)
+    rf = p.receptive_field(shape, o)
+    for i in range(shape[0]):
+        x = np.zeros(shape)
+        x[i] = 1.0
+        assert (p(x)[o] != 0) == (rf[i] > 0), i
+        assert p(x)[o] == pytest.approx(rf[i])  # ones kernels: value == path count
+
+
+def test_summary_closed_form_matches_araujo():
+    p = Pipeline(
+        [
+            Stage("down", kernel="box", size=3, stride=2, padding=1, mode="zeros"),
+            Stage("down", kernel="box", size=3, stride=2, padding=1, mode="zeros"),
+            Stage(
+                "down",
+                kernel="box",
+                size=3,
+                stride=1,
+                dilation=2,
+                padding=2,
+                mode="zeros",
+            ),
+        ]
+    )
+    rows = p.summary((64, 64))
+    # r: 3, 3 + 2*2 = 7, 7 + (5-1)*4 = 23; stride 2, 4, 4; start -1, -3, -11.
+    assert [r["rf_size"][0] for r in rows] == [3, 7, 23]
+    assert [r["effective_stride"][0] for r in rows] == [2, 4, 4]
+    assert [r["start_offset"][0] for r in rows] == [-1, -3, -11]
+    assert rows[-1]["holes"] > 0  # dilation 2 after stride 4 leaves gaps
+    assert rows[0]["holes"] == 0
+    # Backward recursion of DESIGN §2: r_{l-1} = s_l r_l + (k_l - s_l)
+    r = 1
+    for k, s in reversed([(3, 2), (3, 2), (5, 1)]):
+        r = s * r + (k - s)
+    assert r == 23
+
+
+def test_summary_reports_fractional_stride_for_up():
+    p = Pipeline([Stage("up", kernel="bilinear", stride=2)])
+    row = p.summary((16, 16))[0]
+    assert row["effective_stride"] == (Fraction(1, 2), Fraction(1, 2))
+    assert row["holes"] == 0
+    assert "stage" in p.format_summary((16, 16))
+
+
+def test_summary_holes_for_gridding():
+    rows = _dilated_chain((2, 2, 2)).summary()
+    assert rows[-1]["holes"] > 0 and rows[-1]["rf_size"] == (13, 13)
+    assert _dilated_chain((1, 2, 5)).summary()[-1]["holes"] == 0
+
+
+def test_recipe_round_trip(tmp_path):
+    p = Pipeline(
+        [
+            Stage(
+                "down",
+                kernel="gaussian",
+                size=(3, 5),
+                stride=(1, 2),
+                dilation=2,
+                padding=((1, 2), (0, 3)),
+                mode="circular",
+            ),
+            Stage(
+                "down", kernel=np.arange(6.0).reshape(2, 3), stride=1, padding="valid"
+            ),
+            Stage("up", kernel="bilinear", stride=2, output_size=(21, 7)),
+        ]
+    )
+    text = p.to_json(tmp_path / "recipe.json")
+    assert json.loads(text)["stages"][0]["op"] == "down"
+    q = Pipeline.from_json(tmp_path / "recipe.json")
+    assert q == p
+    assert Pipeline.from_json(text) == p
+    x = np.random.default_rng(1).random((12, 14))
+    np.testing.assert_array_equal(q(x), p(x))
+
+
+def test_bad_recipes_and_stages():
+    with pytest.raises(ValueError, match="op"):
+        Stage("sideways")
+    with pytest.raises(TypeError, match="output_padding"):
+        Stage("down", output_padding=1)
+    with pytest.raises(ValueError, match="JSON"):
+        Pipeline.from_json("{not json")
+    with pytest.raises(ValueError, match="stages"):
+        Pipeline.from_json('{"version": 1}')
+    with pytest.raises(FileNotFoundError):
+        Pipeline.from_json("/nonexistent/recipe.json")
+    with pytest.raises(ValueError, match="at least one"):
+        Pipeline([])
