@@ -179,10 +179,8 @@ def resolve_kernel(kernel, size, stride, dilation, direction, n_axes):
             dilation=dilation,
             direction=direction,
         )
-    if hasattr(kernel, "get") and not isinstance(kernel, np.ndarray):
-        kernel = (
-            kernel.get()
-        )  # CuPy kernel: the weights are tiny, keep them on the host
+    if type(kernel).__module__.split(".")[0] == "cupy":
+        kernel = kernel.get()  # the weights are tiny: keep them on the host
     w = np.asarray(kernel)
     if w.dtype.kind not in "biuf":
         raise TypeError(
