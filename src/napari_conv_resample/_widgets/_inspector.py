@@ -1,0 +1,570 @@
+"""Sampling inspector: which input pixels an output pixel reads, shown as layers.
+
+A chain of stages (built here or taken from a result layer's recipe) and a
+picked output pixel of the chain's final output. The overlays are updated in
+place as the pick moves:
+
+* ``inspector: sampled pixels`` (Labels): the taps the picked pixel reads at
+  the last stage, on that stage's input grid;
+* ``inspector: receptive field`` (Image): path counts through the whole chain
+  on the input layer's grid (0 inside the field = a gridding hole);
+* ``inspector: coverage`` (Image): how often each input pixel is read by the
+  chain (0 = never read);
+* ``inspector: overlap`` and ``inspector: zero-inserted`` for the last
+  upsampling stage: taps per upsampled pixel (checkerboard) and the
+  fractionally strided view of that stage's input;
+* ``inspector: picked pixel`` (Points): the picked output pixel.
+
+Every mask comes from the library (:mod:`napari_conv_resample.masks`,
+:meth:`Pipeline.receptive_field`, :meth:`Pipeline.format_summary`); every
+placement from :func:`~napari_conv_resample.geometry.place_output`.
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from magicgui import widgets as W
+from napari.layers import Image
+from napari.utils.notifications import show_error
+
+from ..geometry import DEFAULTS, MODES
+from ..kernels import PRESETS
+from ..masks import adjoint, coverage_map, overlap_map, sampled_mask, zero_inserted
+from ..pipeline import Pipeline, Stage
+from ._layers import (
+    chain_geometry,
+    full_scale_translate,
+    guess_spatial_dims,
+    layer_data,
+    layer_recipe,
+    layer_source,
+    spatial_axes,
+    world_to_index,
+    zero_inserted_placement,
+)
+from ._resample_widgets import SPATIAL_CHOICES, _fmt, parse_value
+from ._workers import error_message
+
+PREFIX = "inspector: "
+#: Keys of :attr:`SamplingInspector.layers` and the layer names they get.
+LAYER_NAMES = {
+    "sampled": PREFIX + "sampled pixels",
+    "receptive_field": PREFIX + "receptive field",
+    "coverage": PREFIX + "coverage",
+    "overlap": PREFIX + "overlap",
+    "zero_inserted": PREFIX + "zero-inserted",
+    "picked": PREFIX + "picked pixel",
+}
+# Inspector overlays are not worth more than this many pixels for the summary.
+_SUMMARY_MAX_PIXELS = 1 << 22
+
+
+def _pairs(spec):
+    return tuple(zip(spec.pad_lo, spec.pad_hi))
+
+
+class SamplingInspector(W.Container):
+    """Dock widget showing sampled pixels, receptive field and coverage."""
+
+    title = "Sampling inspector"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self.pipeline = None
+        #: Overlay layers by key (see :data:`LAYER_NAMES`), updated in place.
+        self.layers = {}
+        #: The last picked final-output index.
+        self.out_index_value = None
+
+        self.image = W.ComboBox(
+            name="image",
+            label="input image",
+            choices=self._image_choices,
+            tooltip="The chain's input; overlays are drawn on its grid",
+        )
+        self.spatial_dims = W.ComboBox(
+            name="spatial_dims", label="spatial dims", choices=SPATIAL_CHOICES, value=2
+        )
+        self.recipe_layer = W.ComboBox(
+            name="recipe_layer",
+            label="result layer",
+            choices=self._recipe_choices,
+            tooltip="A result of the resampling widgets: its recipe gives the chain",
+        )
+        self.load_button = W.PushButton(name="load_button", text="Use its stages")
+        # stage editor, in the library's keyword names
+        self.op = W.ComboBox(name="op", choices=["down", "up"], value="down")
+        self.kernel = W.ComboBox(name="kernel", choices=list(PRESETS), value="gaussian")
+        self.size = W.LineEdit(name="size", value="3")
+        self.stride = W.LineEdit(name="stride", value="2")
+        self.dilation = W.LineEdit(name="dilation", value="1")
+        self.padding = W.LineEdit(name="padding", value="same")
+        self.mode = W.ComboBox(name="mode", choices=list(MODES), value="zeros")
+        self.output_padding = W.LineEdit(
+            name="output_padding", label="output padding", value="0"
+        )
+        self.add_button = W.PushButton(name="add_button", text="Add stage")
+        self.clear_button = W.PushButton(name="clear_button", text="Clear stages")
+        self.stages_text = W.Label(name="stages_text", label="stages", value="(none)")
+        self.out_index = W.LineEdit(
+            name="out_index",
+            label="output pixel",
+            value="",
+            tooltip="Index in the chain's final output, e.g. 10,12 (or click)",
+        )
+        self.pick_by_click = W.CheckBox(
+            name="pick_by_click", text="pick by clicking in the canvas", value=True
+        )
+        self.show_button = W.PushButton(name="show_button", text="Show")
+        self.summary = W.TextEdit(name="summary", label="summary", value="")
+        if hasattr(self.summary.native, "setReadOnly"):
+            self.summary.native.setReadOnly(True)
+        self.extend(
+            [
+                self.image,
+                self.spatial_dims,
+                self.recipe_layer,
+                self.load_button,
+                self.op,
+                self.kernel,
+                self.size,
+                self.stride,
+                self.dilation,
+                self.padding,
+                self.mode,
+                self.output_padding,
+                W.Container(
+                    widgets=[self.add_button, self.clear_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+                self.stages_text,
+                self.out_index,
+                self.pick_by_click,
+                self.show_button,
+                self.summary,
+            ]
+        )
+        self.op.changed.connect(self._on_op_changed)
+        self.image.changed.connect(self._on_image_changed)
+        self.load_button.changed.connect(lambda *_: self._load_clicked())
+        self.add_button.changed.connect(lambda *_: self._add_clicked())
+        self.clear_button.changed.connect(lambda *_: self.set_pipeline(None))
+        self.show_button.changed.connect(lambda *_: self._show_clicked())
+        napari_viewer.layers.events.inserted.connect(self._refresh_choices)
+        napari_viewer.layers.events.removed.connect(self._refresh_choices)
+        napari_viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._on_image_changed(self.image.value)
+
+    # ---- choices
+
+    def _image_layers(self):
+        return [lyr for lyr in self._viewer.layers if isinstance(lyr, Image)]
+
+    def _image_choices(self, _widget=None):
+        own = set(map(id, self.layers.values())) if hasattr(self, "layers") else set()
+        return [(lyr.name, lyr) for lyr in self._image_layers() if id(lyr) not in own]
+
+    def _recipe_choices(self, _widget=None):
+        return [(lyr.name, lyr) for lyr in self._image_layers() if layer_recipe(lyr)]
+
+    def _refresh_choices(self, *_):
+        self.image.reset_choices()
+        self.recipe_layer.reset_choices()
+
+    def _on_image_changed(self, layer):
+        if layer is not None:
+            self.spatial_dims.value = guess_spatial_dims(layer)
+
+    def _on_op_changed(self, op):
+        d = DEFAULTS[op]
+        self.kernel.value = d["kernel"]
+        self.size.value = _fmt(d["size"])
+        self.padding.value = _fmt(d["padding"])
+        self.mode.value = "zeros"
+        self.mode.enabled = op == "down"
+        self.output_padding.enabled = op == "up"
+
+    # ---- the chain
+
+    def set_pipeline(self, pipeline):
+        """Use ``pipeline`` (a :class:`Pipeline`, list of stages or ``None``)."""
+        if pipeline is not None and not isinstance(pipeline, Pipeline):
+            pipeline = Pipeline(list(pipeline))
+        self.pipeline = pipeline
+        self.stages_text.value = (
+            "(none)"
+            if pipeline is None
+            else "\n".join(f"{i}. {s!r}" for i, s in enumerate(pipeline.stages, 1))
+        )
+
+    def load_from_layer(self, layer):
+        """Take the chain from a result layer's recipe and its source as input."""
+        pipeline = layer_recipe(layer)
+        if pipeline is None:
+            raise ValueError(f"layer {layer.name!r} has no conv-resample recipe")
+        source = layer_source(layer) or {}
+        for lyr in self._image_layers():
+            if lyr.name == source.get("layer"):
+                self.image.value = lyr
+                break
+        else:
+            raise ValueError(
+                f"the input layer {source.get('layer')!r} of {layer.name!r} is not "
+                "in the viewer"
+            )
+        if source.get("spatial_shape"):
+            self.spatial_dims.value = len(source["spatial_shape"])
+        self.set_pipeline(pipeline)
+        return pipeline
+
+    def stage_from_editor(self):
+        """A :class:`Stage` from the stage editor's fields."""
+        op = self.op.value
+        params = {
+            "kernel": self.kernel.value,
+            "size": parse_value(self.size.value, "size"),
+            "stride": parse_value(self.stride.value, "stride", allow_none=False),
+            "dilation": parse_value(self.dilation.value, "dilation", allow_none=False),
+            "padding": parse_value(
+                self.padding.value, "padding", words=("same", "valid")
+            ),
+        }
+        if op == "down":
+            params["mode"] = self.mode.value
+        else:
+            params["output_padding"] = parse_value(
+                self.output_padding.value, "output_padding", allow_none=False
+            )
+        return Stage(op, **params)
+
+    def _guard(self, func, *args):
+        try:
+            return func(*args)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            show_error(error_message(exc, self.title))
+            return None
+
+    def _load_clicked(self):
+        if self.recipe_layer.value is None:
+            show_error(f"{self.title}: no result layer with a recipe in the viewer")
+            return
+        if self._guard(self.load_from_layer, self.recipe_layer.value) is not None:
+            self._guard(self.update, None)
+
+    def _add_clicked(self):
+        stage = self._guard(self.stage_from_editor)
+        if stage is not None:
+            stages = (self.pipeline.stages if self.pipeline else []) + [stage]
+            self.set_pipeline(stages)
+            self._guard(self.update, None)
+
+    def _show_clicked(self):
+        text = self.out_index.value.strip()
+        index = None if not text else parse_value(text, "out_index")
+        self._guard(self.update, index)
+
+    # ---- geometry of the chain on the input layer
+
+    def _grid(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose the input image layer")
+        if self.pipeline is None:
+            raise ValueError("add a stage or load the stages of a result layer")
+        axes = spatial_axes(layer, self.spatial_dims.value)
+        shape = tuple(int(layer_data(layer).shape[a]) for a in axes)
+        scale, translate = full_scale_translate(layer)
+        scale = tuple(scale[a] for a in axes)
+        translate = tuple(translate[a] for a in axes)
+        return layer, axes, shape, scale, translate
+
+    def world_to_out_index(self, position):
+        """Final-output index under a world ``position`` (``None`` if outside).
+
+        The position goes to the input layer's data coordinates (its
+        scale/translate/affine) and from there through the chain's placement
+        (:func:`place_output` with unit input grid).
+        """
+        layer, axes, shape, _, _ = self._grid()
+        position = tuple(position)[-layer.ndim :]
+        data_pos = np.asarray(layer.world_to_data(position), dtype=float)
+        spatial = tuple(data_pos[a] for a in axes)
+        rows = chain_geometry(
+            self.pipeline, shape, (1.0,) * len(axes), (0.0,) * len(axes)
+        )
+        _, out_shape, scale, translate, _ = rows[-1]
+        return world_to_index(spatial, scale, translate, out_shape)
+
+    def _on_mouse(self, viewer, event):
+        """Left click (not drag) picks the output pixel under the cursor."""
+        if not self.pick_by_click.value or event.button != 1:
+            return
+        if self.pipeline is None or self.image.value is None:
+            return
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if dragged:
+            return
+        index = self._guard(self.world_to_out_index, event.position)
+        if index is not None:
+            self._guard(self.update, index)
+
+    # ---- the overlays
+
+    def update(self, out_index=None):
+        """Compute and show every overlay for final-output pixel ``out_index``.
+
+        ``None`` keeps the last pick (or the centre pixel). Returns the index.
+        """
+        layer, axes, shape, scale, translate = self._grid()
+        rows = chain_geometry(self.pipeline, shape, scale, translate)
+        out_shape = rows[-1][1]
+        if out_index is None:
+            out_index = self.out_index_value
+        if out_index is None or len(np.atleast_1d(out_index)) != len(out_shape):
+            out_index = tuple(n // 2 for n in out_shape)
+        out_index = tuple(int(i) for i in np.atleast_1d(out_index))
+        if not all(0 <= i < n for i, n in zip(out_index, out_shape)):
+            raise ValueError(
+                f"output pixel {out_index} is outside the final output of shape {out_shape}"
+            )
+        self.out_index_value = out_index
+        self.out_index.value = ",".join(map(str, out_index))
+        stages = self.pipeline.stages
+        extra = self._layer_transforms(layer, len(axes))
+
+        # receptive field through the whole chain (path counts)
+        rf = self.pipeline.receptive_field(shape, out_index)
+        self._show(
+            "receptive_field",
+            rf,
+            "image",
+            scale=scale,
+            translate=translate,
+            colormap="magma",
+            blending="additive",
+            opacity=0.7,
+            contrast_limits=(0, max(1, int(rf.max()))),
+            **extra,
+        )
+        # coverage: how often each input pixel is read by the chain
+        self._show(
+            "coverage",
+            self.coverage(shape),
+            "image",
+            scale=scale,
+            translate=translate,
+            colormap="viridis",
+            blending="additive",
+            opacity=0.5,
+            visible=self.layers.get("coverage").visible
+            if "coverage" in self.layers
+            else False,
+            **extra,
+        )
+        # the taps of the last stage, on its own input grid
+        last_in, _, _, _, last_spec = rows[-1]
+        s_in, t_in = (scale, translate) if len(rows) == 1 else rows[-2][2:4]
+        self._show(
+            "sampled",
+            self.sampled(last_in, out_index, stages[-1], last_spec).astype(np.uint8),
+            "labels",
+            scale=s_in,
+            translate=t_in,
+            opacity=0.8,
+            **(extra if len(rows) == 1 else {}),
+        )
+        # the last upsampling stage: overlap map and zero-inserted view
+        ups = [i for i, s in enumerate(stages) if s.op == "up"]
+        if ups:
+            j = ups[-1]
+            in_shape, _, s_out, t_out, spec = rows[j]
+            self._show(
+                "overlap",
+                overlap_map(
+                    in_shape,
+                    size=spec.size,
+                    stride=spec.stride,
+                    dilation=spec.dilation,
+                    padding=_pairs(spec),
+                    output_padding=spec.output_padding,
+                ),
+                "image",
+                scale=s_out,
+                translate=t_out,
+                colormap="cividis",
+                blending="additive",
+                visible=False,
+            )
+            view = self.zero_inserted_view(j)
+            zs, zt = zero_inserted_placement(spec, s_out, t_out)
+            self._show(
+                "zero_inserted",
+                view,
+                "image",
+                scale=zs,
+                translate=zt,
+                colormap="gray",
+                blending="translucent",
+                visible=False,
+            )
+        else:
+            for key in ("overlap", "zero_inserted"):
+                self._remove(key)
+        _, _, s_fin, t_fin, _ = rows[-1]
+        self._show(
+            "picked",
+            np.asarray([out_index], dtype=float),
+            "points",
+            scale=s_fin,
+            translate=t_fin,
+            face_color="red",
+            border_color="white",
+            size=1,
+            symbol="cross",
+        )
+        self.summary.value = self.summary_text(shape, out_index, rf)
+        return out_index
+
+    def coverage(self, shape):
+        """Read counts of every input pixel through the chain (0 = never read)."""
+        stages = self.pipeline.stages
+        if len(stages) == 1 and stages[0].op == "down":
+            spec = stages[0].spec(shape)
+            return coverage_map(
+                shape,
+                size=spec.size,
+                stride=spec.stride,
+                dilation=spec.dilation,
+                padding=_pairs(spec),
+                mode=spec.mode,
+            )
+        specs, s = [], tuple(shape)
+        for stage in stages:
+            spec = stage.path_spec(s)
+            specs.append(spec)
+            s = spec.output_shape
+        counts = np.ones(s)
+        for spec in reversed(specs):
+            counts = adjoint(counts, spec)
+        return np.rint(counts).astype(np.int64)
+
+    @staticmethod
+    def sampled(in_shape, out_index, stage, spec):
+        """Input pixels of the last stage that output ``out_index`` reads."""
+        if stage.op == "down":
+            return sampled_mask(
+                in_shape,
+                out_index,
+                size=spec.size,
+                stride=spec.stride,
+                dilation=spec.dilation,
+                padding=_pairs(spec),
+                mode=spec.mode,
+            )
+        return Pipeline([stage]).receptive_field(in_shape, out_index) > 0
+
+    def _current_image(self):
+        """The input layer's spatial slice at the viewer's current position."""
+        layer, axes, _, _, _ = self._grid()
+        data = layer_data(layer)
+        point = np.asarray(self._viewer.dims.point)[-layer.ndim :]
+        pos = np.asarray(layer.world_to_data(point), dtype=float)
+        sl = []
+        for a, n in enumerate(data.shape):
+            if a in axes or a >= layer.ndim:
+                sl.append(slice(None))
+            else:
+                sl.append(int(np.clip(np.round(pos[a]), 0, n - 1)))
+        img = np.asarray(data[tuple(sl)], dtype=np.float64)
+        if layer.rgb:
+            img = img[..., :3].mean(axis=-1)
+        return img
+
+    def zero_inserted_view(self, j):
+        """The fractionally strided view of stage ``j``'s input (current slice)."""
+        stages = self.pipeline.stages
+        img = self._current_image()
+        if j > 0:
+            img = Pipeline(stages[:j])(img)
+        spec = stages[j].spec(img.shape)
+        return zero_inserted(
+            img,
+            size=spec.size,
+            stride=spec.stride,
+            dilation=spec.dilation,
+            padding=_pairs(spec),
+            output_padding=spec.output_padding,
+        )
+
+    def summary_text(self, shape, out_index, rf):
+        """Pick, receptive-field box and the pipeline's summary table."""
+        nz = np.nonzero(rf)
+        if nz[0].size:
+            lo = tuple(int(ix.min()) for ix in nz)
+            hi = tuple(int(ix.max()) for ix in nz)
+            box = f"input pixels {lo} .. {hi} (clipped to the image)"
+        else:
+            box = "no input pixel"
+        probe = tuple(int(n) for n in shape)
+        total = int(np.prod(probe))
+        if total > _SUMMARY_MAX_PIXELS:
+            f = (_SUMMARY_MAX_PIXELS / total) ** (1.0 / len(probe))
+            probe = tuple(max(16, int(n * f)) for n in probe)
+        try:
+            table = self.pipeline.format_summary(probe)
+        except ValueError as exc:
+            table = f"(summary unavailable: {exc})"
+        return (
+            f"output pixel {out_index}: receptive field {box}, "
+            f"{int(np.count_nonzero(rf))} pixels read\n{table}"
+        )
+
+    @staticmethod
+    def _layer_transforms(layer, n):
+        if layer.ndim != n:
+            return {}
+        return {
+            "rotate": np.asarray(layer.rotate),
+            "shear": np.asarray(layer.shear),
+            "affine": np.asarray(layer.affine.affine_matrix),
+        }
+
+    def _remove(self, key):
+        lyr = self.layers.pop(key, None)
+        if lyr is not None and lyr in self._viewer.layers:
+            self._viewer.layers.remove(lyr)
+
+    def _show(self, key, data, kind, **kwargs):
+        """Create the overlay ``key`` or update it in place."""
+        lyr = self.layers.get(key)
+        if lyr is not None and (
+            lyr not in self._viewer.layers or lyr.data.ndim != np.ndim(data)
+        ):
+            self._remove(key)
+            lyr = None
+        if lyr is None:
+            add = getattr(self._viewer, f"add_{kind}")
+            lyr = add(data, name=LAYER_NAMES[key], **kwargs)
+            self.layers[key] = lyr
+            return lyr
+        for k in ("rotate", "shear", "affine", "visible", "symbol", "size"):
+            kwargs.pop(k, None)
+        lyr.scale = kwargs.pop("scale")
+        lyr.translate = kwargs.pop("translate")
+        if "contrast_limits" in kwargs:
+            lyr.contrast_limits_range = kwargs["contrast_limits"]
+        lyr.data = data
+        if "contrast_limits" in kwargs:
+            lyr.contrast_limits = kwargs["contrast_limits"]
+        elif kind == "image":
+            lo, hi = float(np.min(data)), float(np.max(data))
+            lyr.contrast_limits_range = (lo, hi if hi > lo else lo + 1)
+            lyr.contrast_limits = (lo, hi if hi > lo else lo + 1)
+        return lyr

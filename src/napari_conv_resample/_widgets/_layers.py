@@ -1,0 +1,386 @@
+"""napari layers <-> the core library: axes, placement, names and recipes.
+
+No Qt here and no index logic: output shapes and world placement come from
+:func:`napari_conv_resample.geometry.output_geometry` /
+:func:`~napari_conv_resample.geometry.place_output`, the arithmetic from the
+operators. Results are napari *layer-data tuples*
+``(data, {"scale", "translate", "name", "metadata", ...}, "image")`` so that
+their placement is the library's, not the input's (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import DEFAULTS, output_geometry, place_output
+from ..operators import dilated_downsample, transpose_upsample
+from ..pipeline import Pipeline, Stage
+
+#: ``layer.metadata`` key holding the recipe (``Pipeline.to_dict()``) of a result.
+RECIPE_KEY = "conv_resample_recipe"
+#: ``layer.metadata`` key describing the layer the recipe started from.
+SOURCE_KEY = "conv_resample_source"
+
+#: Library keywords each widget exposes, in the library's own names.
+OP_PARAMS = {
+    "down": ("kernel", "size", "stride", "dilation", "padding", "mode"),
+    "up": (
+        "kernel",
+        "size",
+        "stride",
+        "dilation",
+        "padding",
+        "output_padding",
+        "output_size",
+    ),
+}
+
+_TIME_OR_CHANNEL = {"t", "time", "c", "ch", "channel", "channels", "frame", "frames"}
+ARROWS = {"down": "↓", "up": "↑"}
+
+
+# --------------------------------------------------------------------------
+# layer anatomy
+
+
+def layer_data(layer):
+    """The array to resample: the highest resolution of a multiscale layer."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def data_ndim(layer):
+    """Number of axes of the layer's (highest-resolution) array."""
+    return len(layer_data(layer).shape)
+
+
+def spatial_axes(layer, n_spatial):
+    """Axes of the layer's array that are filtered (YX or ZYX).
+
+    Non-RGB layers: the last ``n_spatial`` axes (napari puts the displayed
+    spatial axes last). RGB(A) layers: the ``n_spatial`` axes before the
+    trailing colour axis, which is carried through like a time axis.
+    """
+    ndim = data_ndim(layer)
+    n_world = ndim - 1 if layer.rgb else ndim
+    if n_spatial not in (2, 3):
+        raise ValueError(f"spatial dims must be 2 (YX) or 3 (ZYX), got {n_spatial!r}")
+    if n_spatial > n_world:
+        raise ValueError(
+            f"layer {layer.name!r} has {n_world} non-colour axes; cannot filter "
+            f"{n_spatial} spatial axes"
+        )
+    end = ndim - 1 if layer.rgb else ndim
+    return tuple(range(end - n_spatial, end))
+
+
+def guess_spatial_dims(layer):
+    """2 (YX) or 3 (ZYX) for ``layer``; the widgets let the user change it.
+
+    3-D when the layer has at least three non-colour axes, the third-last
+    is not labelled as time or channel and is at least 4 pixels long (so a
+    handful of channels is not mistaken for Z); 2-D otherwise.
+    """
+    if layer is None:
+        return 2
+    shape = layer_data(layer).shape
+    n_world = len(shape) - (1 if layer.rgb else 0)
+    if n_world < 3:
+        return 2
+    axis = n_world - 3
+    labels = tuple(getattr(layer, "axis_labels", ()) or ())
+    label = str(labels[axis]).strip().lower() if len(labels) == n_world else ""
+    if label in _TIME_OR_CHANNEL:
+        return 2
+    if label in {"z", "depth", "plane", "planes"}:
+        return 3
+    return 3 if shape[axis] >= 4 else 2
+
+
+def full_scale_translate(layer):
+    """Layer ``scale``/``translate`` with one entry per array axis (RGB: +1, 0)."""
+    scale = tuple(float(v) for v in layer.scale)
+    translate = tuple(float(v) for v in layer.translate)
+    if layer.rgb:
+        scale, translate = scale + (1.0,), translate + (0.0,)
+    return scale, translate
+
+
+def _world_kwargs(layer):
+    """Transforms, units and labels carried over from the input (DESIGN §3)."""
+    out = {
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": np.asarray(layer.affine.affine_matrix),
+    }
+    units = getattr(layer, "units", None)
+    if units is not None:
+        out["units"] = tuple(str(u) for u in units)
+    labels = getattr(layer, "axis_labels", None)
+    if labels is not None:
+        out["axis_labels"] = tuple(labels)
+    return out
+
+
+# --------------------------------------------------------------------------
+# recipes
+
+
+def layer_recipe(layer):
+    """The :class:`Pipeline` stored in a result layer's metadata, or ``None``."""
+    recipe = (getattr(layer, "metadata", None) or {}).get(RECIPE_KEY)
+    if not recipe:
+        return None
+    return Pipeline([Stage.from_dict(s) for s in recipe["stages"]])
+
+
+def layer_source(layer):
+    """Where a result layer's recipe started: name, spatial shape and placement.
+
+    For a layer without a recipe this describes the layer itself.
+    """
+    meta = getattr(layer, "metadata", None) or {}
+    if RECIPE_KEY in meta and SOURCE_KEY in meta:
+        return dict(meta[SOURCE_KEY])
+    return None
+
+
+def _source_of(layer, axes, scale, translate):
+    existing = layer_source(layer)
+    if existing is not None:
+        return existing
+    shape = layer_data(layer).shape
+    return {
+        "layer": layer.name,
+        "spatial_shape": [int(shape[a]) for a in axes],
+        "scale": [scale[a] for a in axes],
+        "translate": [translate[a] for a in axes],
+    }
+
+
+def kernel_label(kernel, spec):
+    """``gaussian3``, ``bilinear4``, ``box1x2x2``, ``custom5`` ..."""
+    size = spec.size
+    size_txt = str(size[0]) if len(set(size)) == 1 else "x".join(map(str, size))
+    name = kernel if isinstance(kernel, str) else "custom"
+    return f"{name}{size_txt}"
+
+
+def _per_axis_txt(values):
+    values = tuple(values)
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def result_name(name, op, spec, kernel):
+    """E.g. ``cells ↓2 d2 gaussian3`` or ``cells ↑2 bilinear4``."""
+    parts = [f"{name} {ARROWS[op]}{_per_axis_txt(spec.stride)}"]
+    if any(d != 1 for d in spec.dilation):
+        parts.append(f"d{_per_axis_txt(spec.dilation)}")
+    parts.append(kernel_label(kernel, spec))
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------
+# planning and running
+
+
+@dataclass
+class ResamplePlan:
+    """Everything needed to resample one layer, resolved before any work."""
+
+    op: str
+    layer_name: str
+    data: object
+    axes: tuple
+    params: dict
+    geometry: object
+    loop_shape: tuple
+    loop_axes: tuple
+    kwargs: dict
+    stage: Stage
+
+    @property
+    def n_slices(self):
+        return int(np.prod(self.loop_shape, dtype=np.int64)) if self.loop_shape else 1
+
+
+def plan_resample(layer, op, n_spatial=None, **params):
+    """Resolve a down (``op='down'``) or up resampling of a napari image layer.
+
+    ``params`` are the operator's keywords (missing ones at the library's
+    defaults); a custom kernel is an array (e.g. another layer's data).
+    Raises the library's ``ValueError``/``TypeError`` for bad parameters
+    before any work is done.
+    """
+    if op not in OP_PARAMS:
+        raise ValueError(f"op must be 'down' or 'up', got {op!r}")
+    unknown = set(params) - set(OP_PARAMS[op])
+    if unknown:
+        raise TypeError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    params = {k: params.get(k, DEFAULTS[op][k]) for k in OP_PARAMS[op]}
+    if not isinstance(params["kernel"], str):
+        params["kernel"] = np.asarray(params["kernel"], dtype=np.float64)
+    if n_spatial is None:
+        n_spatial = guess_spatial_dims(layer)
+    data = layer_data(layer)
+    axes = spatial_axes(layer, n_spatial)
+    scale, translate = full_scale_translate(layer)
+    geom = output_geometry(
+        op, data.shape, scale=scale, translate=translate, axes=axes, **params
+    )
+    loop_axes = tuple(a for a in range(len(data.shape)) if a not in axes)
+    loop_shape = tuple(int(data.shape[a]) for a in loop_axes)
+
+    prev = layer_recipe(layer)
+    stage = Stage(op, **params)
+    pipeline = Pipeline((prev.stages if prev else []) + [stage])
+    n_world = len(layer.scale)
+    metadata = {
+        k: v
+        for k, v in (layer.metadata or {}).items()
+        if k not in (RECIPE_KEY, SOURCE_KEY)
+    }
+    metadata[RECIPE_KEY] = pipeline.to_dict()
+    metadata[SOURCE_KEY] = _source_of(layer, axes, scale, translate)
+    kwargs = {
+        "name": result_name(layer.name, op, geom.spec, params["kernel"]),
+        "scale": geom.scale[:n_world],
+        "translate": geom.translate[:n_world],
+        "metadata": metadata,
+        **_world_kwargs(layer),
+    }
+    if layer.rgb:
+        kwargs["rgb"] = True
+    else:
+        kwargs["colormap"] = layer.colormap.name
+    if layer.rgb or isinstance(params["kernel"], str):
+        # Normalised presets keep the intensity range: keep the display too.
+        kwargs["contrast_limits"] = tuple(float(v) for v in layer.contrast_limits)
+    return ResamplePlan(
+        op=op,
+        layer_name=layer.name,
+        data=data,
+        axes=axes,
+        params=params,
+        geometry=geom,
+        loop_shape=loop_shape,
+        loop_axes=loop_axes,
+        kwargs=kwargs,
+        stage=stage,
+    )
+
+
+def _out_dtype(in_dtype, preserve_dtype):
+    in_dtype = np.dtype(in_dtype)
+    if preserve_dtype or in_dtype == np.float64:
+        return in_dtype
+    return np.dtype(np.float32)
+
+
+def iter_resample(plan, *, backend="auto", preserve_dtype=False):
+    """Generator: resample ``plan`` one time-point/channel slice at a time.
+
+    Yields ``(done, total)`` after each slice (a cancel point for a napari
+    worker) and returns the layer-data tuple.
+    """
+    func = dilated_downsample if plan.op == "down" else transpose_upsample
+    data = plan.data
+    out = np.empty(plan.geometry.shape, dtype=_out_dtype(data.dtype, preserve_dtype))
+    total = plan.n_slices
+    ndim = len(data.shape)
+    for done, idx in enumerate(np.ndindex(*plan.loop_shape), 1):
+        where = dict(zip(plan.loop_axes, idx))
+        sl = tuple(where.get(a, slice(None)) for a in range(ndim))
+        chunk = np.asarray(data[sl])
+        out[sl] = func(
+            chunk, backend=backend, preserve_dtype=preserve_dtype, **plan.params
+        )
+        yield done, total
+    return (out, dict(plan.kwargs), "image")
+
+
+def resample_layer(
+    layer, op, n_spatial=None, *, backend="auto", preserve_dtype=False, **params
+):
+    """Resample a napari image layer; returns its result as a layer-data tuple.
+
+    The blocking counterpart of the widgets, for scripts and the napari
+    console: ``viewer.add_layer(Layer.create(*resample_layer(layer, "down",
+    stride=2)))``.
+    """
+    plan = plan_resample(layer, op, n_spatial, **params)
+    gen = iter_resample(plan, backend=backend, preserve_dtype=preserve_dtype)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+# --------------------------------------------------------------------------
+# chains of stages on a spatial grid (the inspector)
+
+
+def chain_geometry(pipeline, spatial_shape, scale, translate):
+    """Per stage ``(input_shape, output_shape, scale_out, translate_out, spec)``.
+
+    All shapes are spatial only; placement is chained with
+    :func:`~napari_conv_resample.geometry.place_output`.
+    """
+    rows = []
+    shape = tuple(int(n) for n in spatial_shape)
+    scale, translate = tuple(scale), tuple(translate)
+    for spec in pipeline.specs(shape):
+        s_out, t_out = place_output(spec, scale, translate)
+        rows.append((shape, spec.output_shape, s_out, t_out, spec))
+        shape, scale, translate = spec.output_shape, s_out, t_out
+    return rows
+
+
+def world_to_index(world, scale, translate, shape=None):
+    """Nearest pixel of a grid (``scale``/``translate``) to a world point.
+
+    Returns ``None`` when ``shape`` is given and the point is outside it.
+    """
+    idx = tuple(
+        int(np.floor((w - t) / s + 0.5)) for w, s, t in zip(world, scale, translate)
+    )
+    if shape is not None and not all(0 <= i < n for i, n in zip(idx, shape)):
+        return None
+    return idx
+
+
+__all__ = [
+    "RECIPE_KEY",
+    "SOURCE_KEY",
+    "ResamplePlan",
+    "chain_geometry",
+    "full_scale_translate",
+    "guess_spatial_dims",
+    "iter_resample",
+    "layer_recipe",
+    "layer_source",
+    "plan_resample",
+    "resample_layer",
+    "result_name",
+    "spatial_axes",
+    "world_to_index",
+]
+
+
+def zero_inserted_placement(spec, scale_out, translate_out):
+    """``scale``/``translate`` of :func:`~napari_conv_resample.masks.zero_inserted`.
+
+    In the zero-inserted view a stride-1 correlation with the (dilated)
+    flipped kernel gives the upsample, so output pixel ``o`` is the centre of
+    view pixels ``o .. o + d*(k-1)``: the view is the output grid shifted by
+    ``d*(k-1)/2`` output pixels (``spec.center_offset + spec.pad_lo``).
+    """
+    translate = tuple(
+        t - s * (c + lo)
+        for t, s, c, lo in zip(
+            translate_out, scale_out, spec.center_offset, spec.pad_lo
+        )
+    )
+    return tuple(scale_out), translate

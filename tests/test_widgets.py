@@ -1,0 +1,321 @@
+"""The resampling dock widgets in a real napari viewer (needs a display: xvfb-run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _viewer_support import skip_without_viewer
+
+skip_without_viewer()
+
+from napari.layers import Layer
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_conv_resample import (
+    Pipeline,
+    dilated_downsample,
+    output_geometry,
+    transpose_upsample,
+)
+from napari_conv_resample._widgets import (
+    RECIPE_KEY,
+    DownsampleWidget,
+    UpsampleWidget,
+    resample_layer,
+)
+from napari_conv_resample._widgets._layers import guess_spatial_dims
+
+pytestmark = pytest.mark.viewer
+
+
+def _errors_since(n):
+    return [
+        r
+        for r in notification_manager.records[n:]
+        if r.severity == NotificationSeverity.ERROR
+    ]
+
+
+def _run(widget, qtbot):
+    """Run through the napari worker, as the Run button does; wait for it."""
+    before = len(widget._viewer.layers)
+    worker = widget.run()
+    assert worker is not None
+    # the widget's own finished handler is connected before the worker starts
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60_000)
+    qtbot.waitUntil(lambda: len(widget._viewer.layers) == before + 1, timeout=5_000)
+    return widget._viewer.layers[-1]
+
+
+def _world_of_argmax(layer):
+    idx = np.unravel_index(np.argmax(layer.data), layer.data.shape)
+    return np.asarray(layer.data_to_world(idx))
+
+
+def _world_centroid(layer):
+    data = np.asarray(layer.data, dtype=float)
+    grids = np.indices(data.shape).reshape(data.ndim, -1)
+    centre = grids @ data.ravel() / data.sum()
+    return np.asarray(layer.data_to_world(centre))
+
+
+@pytest.fixture
+def bright(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img = np.zeros((40, 48), np.float32)
+    img[20, 24] = 100.0
+    layer = viewer.add_image(img, name="cells", scale=(0.4, 0.3), translate=(5.0, -2.0))
+    return viewer, layer
+
+
+def test_downsample_2d_result_placement_and_recipe(bright, qtbot):
+    viewer, layer = bright
+    w = DownsampleWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.image.value = layer
+    w.kernel.value = "gaussian"
+    w.size.value = "3"
+    w.stride.value = "2"
+    w.dilation.value = "2"
+    out = _run(w, qtbot)
+    assert out.name == "cells ↓2 d2 gaussian3"
+    geom = output_geometry(
+        "down",
+        layer.data.shape,
+        scale=layer.scale,
+        translate=layer.translate,
+        kernel="gaussian",
+        size=3,
+        stride=2,
+        dilation=2,
+    )
+    np.testing.assert_allclose(out.scale, geom.scale)
+    np.testing.assert_allclose(out.translate, geom.translate)
+    expected = dilated_downsample(layer.data, "gaussian", size=3, stride=2, dilation=2)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6)
+    recipe = Pipeline.from_json(__import__("json").dumps(out.metadata[RECIPE_KEY]))
+    assert [s.op for s in recipe.stages] == ["down"]
+    assert recipe.stages[0].params["dilation"] == 2
+    # with padding 'same' (lo=1) a k=3, s=2, d=2 kernel reads odd pixels only:
+    # the bright pixel at (20, 24) is never read
+    assert out.data.max() == 0
+    # with dilation 1 the bright pixel's world position does not move (centroid)
+    w.dilation.value = "1"
+    out = _run(w, qtbot)
+    assert out.name == "cells ↓2 gaussian3"
+    np.testing.assert_allclose(_world_centroid(out), _world_centroid(layer), atol=1e-6)
+
+
+def test_world_position_kept_after_down_up_and_both(bright, qtbot):
+    viewer, layer = bright
+    target = _world_of_argmax(layer)
+    down = DownsampleWidget(viewer)
+    down.image.value = layer
+    down.padding.value = "1"  # k=3, p=1: output o centred on input 2*o
+    d = down.run(blocking=True)
+    np.testing.assert_allclose(_world_of_argmax(d), target, atol=1e-9)
+
+    up = UpsampleWidget(viewer)
+    up.image.value = layer
+    up.size.value = "3"  # odd kernel: input i lands on output 2*i
+    u = up.run(blocking=True)
+    assert u.data.shape == (80, 96)
+    np.testing.assert_allclose(_world_of_argmax(u), target, atol=1e-9)
+
+    up.image.value = d
+    both = up.run(blocking=True)
+    np.testing.assert_allclose(_world_of_argmax(both), target, atol=1e-9)
+    assert both.data.shape == layer.data.shape
+    np.testing.assert_allclose(both.scale, layer.scale)
+    np.testing.assert_allclose(both.translate, layer.translate)
+    # its recipe holds both stages, and the source is the original layer
+    assert [s["op"] for s in both.metadata[RECIPE_KEY]["stages"]] == ["down", "up"]
+    assert both.metadata["conv_resample_source"]["layer"] == "cells"
+    # default settings (half-pixel offsets): the centroid stays put
+    up.size.value = "auto"
+    for res in (up.run(blocking=True),):
+        assert res.name.endswith("↑2 bilinear4")
+        np.testing.assert_allclose(
+            _world_centroid(res), _world_centroid(layer), atol=1e-6
+        )
+
+
+def test_3d_anisotropic_stack(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    stack = rng.random((12, 32, 30)).astype(np.float32)
+    layer = viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5), units="um")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    assert w.spatial_dims.value == 3
+    w.stride.value = "1,2,2"
+    w.size.value = "1,3,3"
+    out = _run(w, qtbot)
+    assert out.data.shape == (12, 16, 15)
+    np.testing.assert_allclose(out.scale, (2.0, 1.0, 1.0))
+    assert str(out.units[0]) == "micrometer"
+    expected = dilated_downsample(stack, "gaussian", size=(1, 3, 3), stride=(1, 2, 2))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-6)
+
+    up = UpsampleWidget(viewer)
+    up.image.value = out
+    up.stride.value = "1,2,2"
+    assert up.spatial_dims.value == 3
+    back = _run(up, qtbot)
+    assert back.data.shape == (12, 32, 30)
+    np.testing.assert_allclose(back.scale, layer.scale)
+
+
+def test_timelapse_every_timepoint(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    movie = rng.random((5, 24, 26)).astype(np.float32)
+    layer = viewer.add_image(
+        movie, name="movie", scale=(10.0, 0.5, 0.5), axis_labels=("t", "y", "x")
+    )
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    assert w.spatial_dims.value == 2  # time is never Z
+    out = _run(w, qtbot)
+    assert out.data.shape == (5, 12, 13)
+    assert out.scale[0] == 10.0 and out.translate[0] == 0.0
+    for t in range(5):
+        np.testing.assert_allclose(
+            out.data[t], dilated_downsample(movie[t]), rtol=1e-5, atol=1e-6
+        )
+    up = UpsampleWidget(viewer)
+    up.image.value = layer
+    res = _run(up, qtbot)
+    assert res.data.shape == (5, 48, 52)
+    for t in range(5):
+        np.testing.assert_allclose(
+            res.data[t], transpose_upsample(movie[t]), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_rgb_stays_rgb(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (30, 34, 3), dtype=np.uint8)
+    layer = viewer.add_image(rgb, name="photo", rgb=True, scale=(0.2, 0.2))
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    assert w.spatial_dims.value == 2
+    w.preserve_dtype.value = True
+    out = _run(w, qtbot)
+    assert out.rgb and out.data.shape == (15, 17, 3)
+    assert out.data.dtype == np.uint8
+    np.testing.assert_allclose(out.scale, (0.4, 0.4))
+    for c in range(3):
+        ref = dilated_downsample(rgb[..., c], preserve_dtype=True)
+        np.testing.assert_array_equal(out.data[..., c], ref)
+    up = UpsampleWidget(viewer)
+    up.image.value = layer
+    res = _run(up, qtbot)
+    assert res.rgb and res.data.shape == (60, 68, 3)
+    assert res.data.dtype == np.float32  # preserve_dtype off
+    assert tuple(res.contrast_limits) == (0.0, 255.0)
+
+
+def test_custom_kernel_from_layer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img = np.arange(20 * 20, dtype=np.float32).reshape(20, 20)
+    layer = viewer.add_image(img, name="img")
+    kern = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32)
+    k_layer = viewer.add_image(kern, name="my kernel")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    assert ("layer: my kernel", k_layer) in w._kernel_choices()
+    w.kernel.value = k_layer
+    out = w.run(blocking=True)
+    assert out.name == "img ↓2 custom3"
+    np.testing.assert_allclose(out.data, dilated_downsample(img, kern), rtol=1e-6)
+
+
+def test_bad_parameters_become_notifications(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.ones((16, 16), np.float32), name="img")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    n = len(notification_manager.records)
+    w.dilation.value = "9"  # dilated kernel spans 19 > 16 + padding? library says
+    w.padding.value = "valid"
+    assert w.run() is None
+    errs = _errors_since(n)
+    assert errs and "dilated kernel spans" in errs[-1].message
+    assert len(viewer.layers) == 1
+    w.dilation.value = "abc"
+    assert w.run() is None
+    assert "dilation='abc'" in _errors_since(n)[-1].message
+
+
+def test_error_in_worker_becomes_notification(make_napari_viewer, qtbot):
+    pytest.importorskip("napari")
+    from napari_conv_resample import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy works here: backend='cupy' does not fail")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.ones((16, 16), np.float32), name="img")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    w.backend.value = "cupy"
+    assert w.device.value == "unavailable"
+    n = len(notification_manager.records)
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30_000)
+    qtbot.waitUntil(lambda: bool(_errors_since(n)), timeout=5_000)
+    assert "backend='cupy' cannot run" in _errors_since(n)[-1].message
+    assert len(viewer.layers) == 1
+    assert w.run_button.enabled and not w.cancel_button.enabled
+
+
+def test_cancel_stops_the_worker(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    movie = np.random.default_rng(3).random((400, 96, 96)).astype(np.float32)
+    layer = viewer.add_image(movie, name="long", axis_labels=("t", "y", "x"))
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    worker = w.run()
+    done = []
+    worker.yielded.connect(done.append)
+    aborted = []
+    worker.aborted.connect(lambda: aborted.append(True))
+    qtbot.waitUntil(lambda: len(done) >= 1, timeout=30_000)
+    assert w.cancel_button.enabled
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        w.cancel()
+    assert aborted
+    assert done[-1][0] < 400
+    qtbot.wait(50)
+    assert [lyr.name for lyr in viewer.layers] == ["long"]
+    assert w.run_button.enabled
+
+
+def test_save_recipe_round_trip(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.ones((16, 16), np.float32), name="img")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    first = w.run(blocking=True)
+    up = UpsampleWidget(viewer)
+    up.image.value = first
+    path = up.save_recipe(tmp_path / "r.json")
+    recipe = Pipeline.from_json(path)
+    assert [s.op for s in recipe.stages] == ["down", "up"]
+    # the saved recipe reproduces the result of running the two widgets
+    second = up.run(blocking=True)
+    np.testing.assert_allclose(recipe(layer.data), second.data, rtol=1e-6)
+
+
+def test_resample_layer_returns_layer_data_tuple(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        np.ones((3, 20, 20), np.float32), name="z", scale=(3, 1, 1), rotate=0
+    )
+    data, meta, kind = resample_layer(layer, "down", 2, kernel="box", size=2, padding=0)
+    assert kind == "image" and data.shape == (3, 10, 10)
+    assert meta["scale"] == (3.0, 2.0, 2.0) and meta["translate"] == (0.0, 0.5, 0.5)
+    added = viewer.add_layer(Layer.create(data, meta, kind))
+    assert added.name == "z ↓2 box2"
+    assert guess_spatial_dims(layer) == 2  # 3 planes: too few for Z
