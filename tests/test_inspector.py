@@ -1,0 +1,271 @@
+"""The Sampling inspector in a real napari viewer (needs a display: xvfb-run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _viewer_support import skip_without_viewer
+
+skip_without_viewer()
+
+from napari.utils._test_utils import read_only_mouse_event
+from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_conv_resample import (
+    Pipeline,
+    Stage,
+    coverage_map,
+    output_geometry,
+    overlap_map,
+    sampled_mask,
+    zero_inserted,
+)
+from napari_conv_resample._widgets import (
+    DownsampleWidget,
+    SamplingInspector,
+    UpsampleWidget,
+)
+
+pytestmark = pytest.mark.viewer
+
+DOWN = {"kernel": "box", "size": 3, "stride": 2, "dilation": 2, "padding": 0}
+
+
+def click(viewer, world, button=1):
+    """A press and a release at ``world``, through napari's own dispatch."""
+    press = read_only_mouse_event(type="mouse_press", button=button, position=world)
+    mouse_press_callbacks(viewer, press)
+    release = read_only_mouse_event(type="mouse_release", button=button, position=world)
+    mouse_release_callbacks(viewer, release)
+
+
+def drag(viewer, start, end):
+    press = read_only_mouse_event(type="mouse_press", button=1, position=start)
+    mouse_press_callbacks(viewer, press)
+    move = read_only_mouse_event(
+        type="mouse_move", button=1, position=end, is_dragging=True
+    )
+    for func, gen in tuple(viewer._mouse_drag_gen.items()):
+        viewer._persisted_mouse_event[gen].__wrapped__ = move
+        next(gen)
+    mouse_release_callbacks(
+        viewer, read_only_mouse_event(type="mouse_release", button=1, position=end)
+    )
+
+
+@pytest.fixture
+def scene(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img = np.random.default_rng(0).random((30, 34)).astype(np.float32)
+    layer = viewer.add_image(img, name="img", scale=(0.5, 0.4), translate=(2.0, -1.0))
+    ins = SamplingInspector(viewer)
+    viewer.window.add_dock_widget(ins)
+    ins.image.value = layer
+    return viewer, layer, ins
+
+
+def test_clicked_pixel_layers_equal_library_masks(scene):
+    viewer, layer, ins = scene
+    ins.set_pipeline([Stage("down", **DOWN)])
+    geom = output_geometry(
+        "down", layer.data.shape, scale=layer.scale, translate=layer.translate, **DOWN
+    )
+    target = (5, 9)
+    world = np.asarray(geom.translate) + np.asarray(geom.scale) * target
+    click(viewer, tuple(world + 0.1 * np.asarray(geom.scale)))
+    assert ins.out_index_value == target
+    assert ins.out_index.value == "5,9"
+    mask = sampled_mask(layer.data.shape, target, size=3, stride=2, dilation=2)
+    sampled = ins.layers["sampled"]
+    assert sampled in viewer.layers and sampled.name == "inspector: sampled pixels"
+    np.testing.assert_array_equal(sampled.data > 0, mask)
+    assert np.count_nonzero(mask) == 9
+    # on the input layer's grid
+    np.testing.assert_allclose(sampled.scale, layer.scale)
+    np.testing.assert_allclose(sampled.translate, layer.translate)
+    rf = Pipeline([Stage("down", **DOWN)]).receptive_field(layer.data.shape, target)
+    np.testing.assert_array_equal(ins.layers["receptive_field"].data, rf)
+    cov = coverage_map(layer.data.shape, size=3, stride=2, dilation=2)
+    np.testing.assert_array_equal(ins.layers["coverage"].data, cov)
+    assert (cov == 0).any()  # k=3, s=2, d=2 never reads odd pixels
+    assert "overlap" not in ins.layers
+    assert "rf size" in ins.summary.value and "(5, 9)" in ins.summary.value
+    # the picked-pixel marker sits on the world position of the output pixel
+    picked = ins.layers["picked"]
+    np.testing.assert_allclose(picked.data_to_world(picked.data[0]), world)
+
+
+def test_layers_update_in_place(scene):
+    viewer, layer, ins = scene
+    ins.set_pipeline([Stage("down", **DOWN)])
+    ins.update((1, 1))
+    names = [lyr.name for lyr in viewer.layers]
+    objs = dict(ins.layers)
+    geom = output_geometry(
+        "down", layer.data.shape, scale=layer.scale, translate=layer.translate, **DOWN
+    )
+    for target in [(3, 4), (6, 2), (0, 0)]:
+        click(
+            viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target)
+        )
+        assert ins.out_index_value == target
+        assert [lyr.name for lyr in viewer.layers] == names
+        assert all(ins.layers[k] is objs[k] for k in objs)
+        np.testing.assert_array_equal(
+            ins.layers["sampled"].data > 0,
+            sampled_mask(layer.data.shape, target, size=3, stride=2, dilation=2),
+        )
+    # a drag pans, it does not pick
+    drag(viewer, (2.0, 2.0), (6.0, 6.0))
+    assert ins.out_index_value == (0, 0)
+    # right clicks and clicks outside the output are ignored
+    click(viewer, (2.0, 2.0), button=2)
+    click(viewer, (-50.0, -50.0))
+    assert ins.out_index_value == (0, 0)
+    # typed index
+    ins.out_index.value = "2, 3"
+    ins._show_clicked()
+    assert ins.out_index_value == (2, 3)
+    # the user deletes an overlay: it comes back, only once
+    viewer.layers.remove(ins.layers["coverage"])
+    ins.update((1, 2))
+    assert [lyr.name for lyr in viewer.layers].count("inspector: coverage") == 1
+
+
+def test_chain_from_result_layers_with_up_stage(scene, qtbot):
+    viewer, layer, ins = scene
+    down = DownsampleWidget(viewer)
+    down.image.value = layer
+    for k, v in {"kernel": "box", "size": "3", "stride": "2", "dilation": "2"}.items():
+        getattr(down, k).value = v
+    down.padding.value = "0"
+    d = down.run(blocking=True)
+    up = UpsampleWidget(viewer)
+    up.image.value = d
+    up.size.value = "3"
+    u = up.run(blocking=True)
+    ins.image.value = d  # load_from_layer must switch back to the source
+    ins.recipe_layer.reset_choices()
+    ins.recipe_layer.value = u
+    ins._load_clicked()
+    assert ins.image.value is layer
+    pipeline = Pipeline.from_json(
+        __import__("json").dumps(u.metadata["conv_resample_recipe"])
+    )
+    assert ins.pipeline == pipeline and len(pipeline) == 2
+
+    # click on the up result's pixel (7, 8): its own world position
+    target = (7, 8)
+    click(viewer, tuple(u.data_to_world(target)))
+    assert ins.out_index_value == target
+    np.testing.assert_array_equal(
+        ins.layers["receptive_field"].data,
+        pipeline.receptive_field(layer.data.shape, target),
+    )
+    # sampled pixels of the last (up) stage live on the downsampled grid
+    last = Pipeline([pipeline.stages[-1]])
+    np.testing.assert_array_equal(
+        ins.layers["sampled"].data > 0, last.receptive_field(d.data.shape, target) > 0
+    )
+    np.testing.assert_allclose(ins.layers["sampled"].scale, d.scale)
+    np.testing.assert_allclose(ins.layers["sampled"].translate, d.translate)
+    # overlap map on the upsampled grid (its own geometry)
+    spec = pipeline.stages[1].spec(d.data.shape)
+    ov = overlap_map(
+        d.data.shape,
+        size=3,
+        stride=2,
+        padding=tuple(zip(spec.pad_lo, spec.pad_hi)),
+        output_padding=spec.output_padding,
+    )
+    np.testing.assert_array_equal(ins.layers["overlap"].data, ov)
+    np.testing.assert_allclose(ins.layers["overlap"].scale, u.scale)
+    np.testing.assert_allclose(ins.layers["overlap"].translate, u.translate)
+    # zero-inserted view of the up stage's input (the downsampled image)
+    zi = zero_inserted(
+        d.data.astype(np.float64),
+        size=3,
+        stride=2,
+        padding=tuple(zip(spec.pad_lo, spec.pad_hi)),
+        output_padding=spec.output_padding,
+    )
+    np.testing.assert_allclose(ins.layers["zero_inserted"].data, zi, rtol=1e-6)
+    # the world position of input pixel i of the up stage is the same in the
+    # zero-inserted view (index 1 + 2*i here) and in the downsampled layer
+    zlayer = ins.layers["zero_inserted"]
+    np.testing.assert_allclose(
+        zlayer.data_to_world((1 + 2 * 3, 1 + 2 * 4)), d.data_to_world((3, 4))
+    )
+    assert "2      up" in ins.summary.value
+
+
+def test_stage_editor_and_errors(scene):
+    viewer, layer, ins = scene
+    n = len(notification_manager.records)
+    ins._add_clicked()
+    ins.op.value = "up"
+    assert ins.kernel.value == "bilinear" and not ins.mode.enabled
+    ins._add_clicked()
+    assert [s.op for s in ins.pipeline.stages] == ["down", "up"]
+    assert "inspector: overlap" in [lyr.name for lyr in viewer.layers]
+    ins.out_index.value = "999,0"
+    ins._show_clicked()
+    errs = [
+        r
+        for r in notification_manager.records[n:]
+        if r.severity == NotificationSeverity.ERROR
+    ]
+    assert errs and "outside the final output" in errs[-1].message
+    ins.clear_button.changed.emit(True)
+    assert ins.pipeline is None
+
+
+def test_3d_stack_overlays(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = np.zeros((10, 20, 22), np.float32)
+    layer = viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5))
+    ins = SamplingInspector(viewer)
+    ins.image.value = layer
+    assert ins.spatial_dims.value == 3
+    stage = Stage("down", kernel="box", size=(1, 3, 3), stride=(1, 2, 2), padding=0)
+    ins.set_pipeline([stage])
+    ins.update((4, 3, 5))
+    mask = sampled_mask(stack.shape, (4, 3, 5), size=(1, 3, 3), stride=(1, 2, 2))
+    np.testing.assert_array_equal(ins.layers["sampled"].data > 0, mask)
+    np.testing.assert_allclose(ins.layers["sampled"].scale, layer.scale)
+
+
+def test_screenshot_shows_the_overlay(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(np.zeros((40, 40), np.float32), name="black")
+    ins = SamplingInspector(viewer)
+    ins.image.value = layer
+    ins.set_pipeline(
+        [Stage("down", kernel="box", size=3, stride=4, dilation=3, padding=0)]
+    )
+    ins.update((4, 4))
+    for key in ("receptive_field", "coverage", "picked"):
+        ins.layers[key].visible = False
+    viewer.reset_view()
+    sampled = ins.layers["sampled"]
+    shot_on = viewer.screenshot(canvas_only=True, flash=False)
+    sampled.visible = False
+    shot_off = viewer.screenshot(canvas_only=True, flash=False)
+    diff = np.abs(shot_on[..., :3].astype(int) - shot_off[..., :3].astype(int)).sum(-1)
+    assert diff.any()
+    # map world -> canvas pixels with the camera, as the canvas does
+    h, w = diff.shape
+    zoom, centre = viewer.camera.zoom, np.asarray(viewer.camera.center[-2:])
+    mask = sampled.data > 0
+
+    def canvas(idx):
+        world = np.asarray(sampled.data_to_world(idx))
+        rc = (world - centre) * zoom + np.array([h, w]) / 2.0
+        return tuple(int(v) for v in rc)
+
+    for idx in zip(*np.nonzero(mask)):
+        assert diff[canvas(idx)] > 0, idx
+    for idx in [(0, 0), (30, 5), (39, 39), (15, 16)]:
+        assert not mask[idx]
+        assert diff[canvas(idx)] == 0, idx
