@@ -201,7 +201,7 @@ def test_chain_from_result_layers_with_up_stage(scene, qtbot):
 
 
 def test_stage_editor_and_errors(scene):
-    viewer, layer, ins = scene
+    viewer, _layer, ins = scene
     n = len(notification_manager.records)
     ins._add_clicked()
     ins.op.value = "up"

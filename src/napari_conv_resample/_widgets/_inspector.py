@@ -64,6 +64,35 @@ def _pairs(spec):
     return tuple(zip(spec.pad_lo, spec.pad_hi))
 
 
+def _remove_callback(viewer, callback):
+    """Stop picking once the widget is gone."""
+    if callback in viewer.mouse_drag_callbacks:
+        viewer.mouse_drag_callbacks.remove(callback)
+
+
+def _stage_text(stage):
+    """``down gaussian k=3 s=2 d=2 p=same reflect``: one short line per stage."""
+    p = stage.params
+    kernel = p.get("kernel", DEFAULTS[stage.op]["kernel"])
+    kernel = kernel if isinstance(kernel, str) else f"custom{np.shape(kernel)}"
+    parts = [stage.op, kernel]
+    for key, short in (
+        ("size", "k"),
+        ("stride", "s"),
+        ("dilation", "d"),
+        ("padding", "p"),
+        ("output_padding", "op"),
+        ("mode", ""),
+    ):
+        if (
+            key in p
+            and p[key] is not None
+            and not (key == "output_padding" and not p[key])
+        ):
+            parts.append(f"{short}={_fmt(p[key])}" if short else str(p[key]))
+    return " ".join(parts)
+
+
 class SamplingInspector(W.Container):
     """Dock widget showing sampled pixels, receptive field and coverage."""
 
@@ -121,6 +150,10 @@ class SamplingInspector(W.Container):
         self.summary = W.TextEdit(name="summary", label="summary", value="")
         if hasattr(self.summary.native, "setReadOnly"):
             self.summary.native.setReadOnly(True)
+            self.summary.native.setStyleSheet("font-family: monospace;")
+            self.summary.native.setLineWrapMode(
+                type(self.summary.native).LineWrapMode.NoWrap
+            )
         self.extend(
             [
                 self.image,
@@ -156,6 +189,9 @@ class SamplingInspector(W.Container):
         napari_viewer.layers.events.inserted.connect(self._refresh_choices)
         napari_viewer.layers.events.removed.connect(self._refresh_choices)
         napari_viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self.native.destroyed.connect(
+            lambda *_, cb=self._on_mouse, v=napari_viewer: _remove_callback(v, cb)
+        )
         self._on_image_changed(self.image.value)
 
     # ---- choices
@@ -197,8 +233,11 @@ class SamplingInspector(W.Container):
         self.stages_text.value = (
             "(none)"
             if pipeline is None
-            else "\n".join(f"{i}. {s!r}" for i, s in enumerate(pipeline.stages, 1))
+            else "\n".join(
+                f"{i}. {_stage_text(s)}" for i, s in enumerate(pipeline.stages, 1)
+            )
         )
+        self.stages_text.tooltip = repr(pipeline)
 
     def load_from_layer(self, layer):
         """Take the chain from a result layer's recipe and its source as input."""
@@ -300,7 +339,11 @@ class SamplingInspector(W.Container):
 
     def _on_mouse(self, viewer, event):
         """Left click (not drag) picks the output pixel under the cursor."""
-        if not self.pick_by_click.value or event.button != 1:
+        try:
+            if not self.pick_by_click.value or event.button != 1:
+                return
+        except RuntimeError:  # the widget's Qt object was deleted
+            _remove_callback(viewer, self._on_mouse)
             return
         if self.pipeline is None or self.image.value is None:
             return
@@ -424,10 +467,11 @@ class SamplingInspector(W.Container):
             "points",
             scale=s_fin,
             translate=t_fin,
-            face_color="red",
-            border_color="white",
-            size=1,
-            symbol="cross",
+            face_color="transparent",
+            border_color="red",
+            border_width=0.25,
+            size=1.5,
+            symbol="square",
         )
         self.summary.value = self.summary_text(shape, out_index, rf)
         return out_index
@@ -522,8 +566,8 @@ class SamplingInspector(W.Container):
         except ValueError as exc:
             table = f"(summary unavailable: {exc})"
         return (
-            f"output pixel {out_index}: receptive field {box}, "
-            f"{int(np.count_nonzero(rf))} pixels read\n{table}"
+            f"output pixel {out_index}\nreceptive field: {box}\n"
+            f"{int(np.count_nonzero(rf))} input pixels read\n\n{table}"
         )
 
     @staticmethod
