@@ -319,3 +319,19 @@ def test_resample_layer_returns_layer_data_tuple(make_napari_viewer):
     added = viewer.add_layer(Layer.create(data, meta, kind))
     assert added.name == "z ↓2 box2"
     assert guess_spatial_dims(layer) == 2  # 3 planes: too few for Z
+
+
+def test_guess_spatial_dims_never_takes_time_or_channels_for_z():
+    from napari.layers import Image
+
+    z = np.zeros((48, 30, 30), np.float32)
+    assert guess_spatial_dims(Image(z)) == 2  # no metadata: plane by plane
+    assert guess_spatial_dims(Image(z, scale=(2.0, 0.5, 0.5))) == 3
+    assert guess_spatial_dims(Image(z, axis_labels=("z", "y", "x"))) == 3
+    assert (
+        guess_spatial_dims(Image(z, axis_labels=("t", "y", "x"), scale=(60, 1, 1))) == 2
+    )
+    assert guess_spatial_dims(Image(np.zeros((3, 30, 30)), scale=(2, 1, 1))) == 2
+    rgb = np.zeros((8, 30, 30, 3), np.uint8)
+    assert guess_spatial_dims(Image(rgb, rgb=True, scale=(3, 1, 1))) == 3
+    assert guess_spatial_dims(Image(np.zeros((5, 30, 30, 3)), rgb=True)) == 2

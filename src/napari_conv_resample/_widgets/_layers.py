@@ -78,9 +78,11 @@ def spatial_axes(layer, n_spatial):
 def guess_spatial_dims(layer):
     """2 (YX) or 3 (ZYX) for ``layer``; the widgets let the user change it.
 
-    3-D when the layer has at least three non-colour axes, the third-last
-    is not labelled as time or channel and is at least 4 pixels long (so a
-    handful of channels is not mistaken for Z); 2-D otherwise.
+    3-D only when the third-last non-colour axis looks like Z: labelled
+    ``z``, or (unlabelled) with a physical spacing different from Y's, as in
+    an anisotropic stack, and at least 4 planes. Time-lapses, channel stacks
+    and stacks without metadata default to 2-D (each plane on its own), so
+    time or channels are never mixed like Z.
     """
     if layer is None:
         return 2
@@ -91,11 +93,12 @@ def guess_spatial_dims(layer):
     axis = n_world - 3
     labels = tuple(getattr(layer, "axis_labels", ()) or ())
     label = str(labels[axis]).strip().lower() if len(labels) == n_world else ""
-    if label in _TIME_OR_CHANNEL:
+    if label in _TIME_OR_CHANNEL or shape[axis] < 4:
         return 2
     if label in {"z", "depth", "plane", "planes"}:
         return 3
-    return 3 if shape[axis] >= 4 else 2
+    scale = tuple(float(v) for v in layer.scale)
+    return 3 if not np.isclose(scale[axis], scale[axis + 1]) else 2
 
 
 def full_scale_translate(layer):
