@@ -269,3 +269,26 @@ def test_screenshot_shows_the_overlay(make_napari_viewer):
     for idx in [(0, 0), (30, 5), (39, 39), (15, 16)]:
         assert not mask[idx]
         assert diff[canvas(idx)] == 0, idx
+
+
+def test_large_image_picks_run_in_a_worker(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((1100, 1000), np.float32), name="big")
+    ins = SamplingInspector(viewer)
+    ins.image.value = layer
+    ins.set_pipeline([Stage("down", **DOWN)])
+    geom = output_geometry("down", layer.data.shape, **DOWN)
+    for target in [(100, 200), (300, 400)]:  # the second replaces a pending pick
+        click(
+            viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target)
+        )
+    assert ins.out_index_value == (300, 400)
+    mask = sampled_mask(layer.data.shape, (300, 400), size=3, stride=2, dilation=2)
+
+    def shown():
+        lyr = ins.layers.get("sampled")
+        return lyr is not None and np.array_equal(lyr.data > 0, mask)
+
+    qtbot.waitUntil(shown, timeout=60_000)
+    qtbot.waitUntil(lambda: ins._busy is None, timeout=60_000)
+    assert [lyr.name for lyr in viewer.layers].count("inspector: sampled pixels") == 1

@@ -26,6 +26,7 @@ import napari
 import numpy as np
 from magicgui import widgets as W
 from napari.layers import Image
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
 from ..geometry import DEFAULTS, MODES
@@ -44,7 +45,7 @@ from ._layers import (
     zero_inserted_placement,
 )
 from ._resample_widgets import SPATIAL_CHOICES, _fmt, parse_value
-from ._workers import error_message
+from ._workers import _Failed, error_message
 
 PREFIX = "inspector: "
 #: Keys of :attr:`SamplingInspector.layers` and the layer names they get.
@@ -58,6 +59,8 @@ LAYER_NAMES = {
 }
 # Inspector overlays are not worth more than this many pixels for the summary.
 _SUMMARY_MAX_PIXELS = 1 << 22
+# Picks on larger inputs compute their masks in a worker thread.
+_SYNC_MAX_PIXELS = 1 << 20
 
 
 def _pairs(spec):
@@ -106,6 +109,9 @@ class SamplingInspector(W.Container):
         self.layers = {}
         #: The last picked final-output index.
         self.out_index_value = None
+        self._coverage_cache = (None, None)
+        self._pending = None
+        self._busy = None
 
         self.image = W.ComboBox(
             name="image",
@@ -303,7 +309,7 @@ class SamplingInspector(W.Container):
     def _show_clicked(self):
         text = self.out_index.value.strip()
         index = None if not text else parse_value(text, "out_index")
-        self._guard(self.update, index)
+        self._guard(lambda: self.update(index, blocking=False))
 
     # ---- geometry of the chain on the input layer
 
@@ -356,14 +362,17 @@ class SamplingInspector(W.Container):
             return
         index = self._guard(self.world_to_out_index, event.position)
         if index is not None:
-            self._guard(self.update, index)
+            self._guard(lambda: self.update(index, blocking=False))
 
     # ---- the overlays
 
-    def update(self, out_index=None):
+    def update(self, out_index=None, *, blocking=True):
         """Compute and show every overlay for final-output pixel ``out_index``.
 
-        ``None`` keeps the last pick (or the centre pixel). Returns the index.
+        ``None`` keeps the last pick (or the centre pixel). With
+        ``blocking=False`` the masks of a large image are computed in a napari
+        worker (the overlays change when it is done; a newer pick replaces a
+        pending one). Returns the index.
         """
         layer, axes, shape, scale, translate = self._grid()
         rows = chain_geometry(self.pipeline, shape, scale, translate)
@@ -379,106 +388,194 @@ class SamplingInspector(W.Container):
             )
         self.out_index_value = out_index
         self.out_index.value = ",".join(map(str, out_index))
-        stages = self.pipeline.stages
+        ups = [i for i, st in enumerate(self.pipeline.stages) if st.op == "up"]
+        image = self._current_image() if ups else None
+        job = (self.pipeline, shape, scale, translate, rows, out_index, image)
         extra = self._layer_transforms(layer, len(axes))
+        if blocking or int(np.prod(shape)) <= _SYNC_MAX_PIXELS:
+            self._apply(self._compute(*job), extra)
+            return out_index
+        self._pending = job
+        if self._busy is None:
+            self._start_next(extra)
+        return out_index
 
+    def _start_next(self, extra):
+        job, self._pending = self._pending, None
+        if job is None:
+            self._busy = None
+            return
+
+        def compute():
+            try:
+                return self._compute(*job)
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                return _Failed(exc)
+
+        def done(result):
+            if isinstance(result, _Failed):
+                show_error(error_message(result.exc, self.title))
+            else:
+                self._apply(result, extra)
+
+        worker = create_worker(
+            compute,
+            _progress={"desc": "Sampling inspector"},
+            _connect={"returned": done, "finished": lambda: self._start_next(extra)},
+            _start_thread=False,
+        )
+        self._busy = worker
+        worker.start()
+
+    def _compute(self, pipeline, shape, scale, translate, rows, out_index, image):
+        """The overlays as ``(key, data, kind, kwargs)`` plus the summary text.
+
+        Pure computation (no viewer access): safe in a worker thread.
+        """
+        stages = pipeline.stages
+        out = []
         # receptive field through the whole chain (path counts)
-        rf = self.pipeline.receptive_field(shape, out_index)
-        self._show(
-            "receptive_field",
-            rf,
-            "image",
-            scale=scale,
-            translate=translate,
-            colormap="magma",
-            blending="additive",
-            opacity=0.7,
-            contrast_limits=(0, max(1, int(rf.max()))),
-            **extra,
+        rf = pipeline.receptive_field(shape, out_index)
+        out.append(
+            (
+                "receptive_field",
+                rf,
+                "image",
+                {
+                    "scale": scale,
+                    "translate": translate,
+                    "colormap": "magma",
+                    "blending": "additive",
+                    "opacity": 0.7,
+                    "contrast_limits": (0, max(1, int(rf.max()))),
+                    "input_grid": True,
+                },
+            )
         )
         # coverage: how often each input pixel is read by the chain
-        self._show(
-            "coverage",
-            self.coverage(shape),
-            "image",
-            scale=scale,
-            translate=translate,
-            colormap="viridis",
-            blending="additive",
-            opacity=0.5,
-            visible=self.layers.get("coverage").visible
-            if "coverage" in self.layers
-            else False,
-            **extra,
+        out.append(
+            (
+                "coverage",
+                self.coverage(shape, pipeline),
+                "image",
+                {
+                    "scale": scale,
+                    "translate": translate,
+                    "colormap": "viridis",
+                    "blending": "additive",
+                    "opacity": 0.5,
+                    "visible": False,
+                    "input_grid": True,
+                },
+            )
         )
         # the taps of the last stage, on its own input grid
         last_in, _, _, _, last_spec = rows[-1]
         s_in, t_in = (scale, translate) if len(rows) == 1 else rows[-2][2:4]
-        self._show(
-            "sampled",
-            self.sampled(last_in, out_index, stages[-1], last_spec).astype(np.uint8),
-            "labels",
-            scale=s_in,
-            translate=t_in,
-            opacity=0.8,
-            **(extra if len(rows) == 1 else {}),
+        sampled = self.sampled(last_in, out_index, stages[-1], last_spec)
+        out.append(
+            (
+                "sampled",
+                sampled.astype(np.uint8),
+                "labels",
+                {
+                    "scale": s_in,
+                    "translate": t_in,
+                    "opacity": 0.8,
+                    "input_grid": len(rows) == 1,
+                },
+            )
         )
         # the last upsampling stage: overlap map and zero-inserted view
-        ups = [i for i, s in enumerate(stages) if s.op == "up"]
+        ups = [i for i, st in enumerate(stages) if st.op == "up"]
         if ups:
             j = ups[-1]
             in_shape, _, s_out, t_out, spec = rows[j]
-            self._show(
-                "overlap",
-                overlap_map(
-                    in_shape,
-                    size=spec.size,
-                    stride=spec.stride,
-                    dilation=spec.dilation,
-                    padding=_pairs(spec),
-                    output_padding=spec.output_padding,
-                ),
-                "image",
-                scale=s_out,
-                translate=t_out,
-                colormap="cividis",
-                blending="additive",
-                visible=False,
+            overlap = overlap_map(
+                in_shape,
+                size=spec.size,
+                stride=spec.stride,
+                dilation=spec.dilation,
+                padding=_pairs(spec),
+                output_padding=spec.output_padding,
             )
-            view = self.zero_inserted_view(j)
+            out.append(
+                (
+                    "overlap",
+                    overlap,
+                    "image",
+                    {
+                        "scale": s_out,
+                        "translate": t_out,
+                        "colormap": "cividis",
+                        "blending": "additive",
+                        "visible": False,
+                    },
+                )
+            )
             zs, zt = zero_inserted_placement(spec, s_out, t_out)
-            self._show(
-                "zero_inserted",
-                view,
-                "image",
-                scale=zs,
-                translate=zt,
-                colormap="gray",
-                blending="translucent",
-                visible=False,
+            out.append(
+                (
+                    "zero_inserted",
+                    self.zero_inserted_view(j, image, pipeline),
+                    "image",
+                    {
+                        "scale": zs,
+                        "translate": zt,
+                        "colormap": "gray",
+                        "blending": "translucent",
+                        "visible": False,
+                    },
+                )
             )
-        else:
-            for key in ("overlap", "zero_inserted"):
-                self._remove(key)
         _, _, s_fin, t_fin, _ = rows[-1]
-        self._show(
-            "picked",
-            np.asarray([out_index], dtype=float),
-            "points",
-            scale=s_fin,
-            translate=t_fin,
-            face_color="transparent",
-            border_color="red",
-            border_width=0.25,
-            size=1.5,
-            symbol="square",
+        out.append(
+            (
+                "picked",
+                np.asarray([out_index], dtype=float),
+                "points",
+                {
+                    "scale": s_fin,
+                    "translate": t_fin,
+                    "face_color": "transparent",
+                    "border_color": "red",
+                    "border_width": 0.25,
+                    "size": 1.5,
+                    "symbol": "square",
+                },
+            )
         )
-        self.summary.value = self.summary_text(shape, out_index, rf)
-        return out_index
+        text = self.summary_text(shape, out_index, rf, pipeline)
+        return out, text
 
-    def coverage(self, shape):
-        """Read counts of every input pixel through the chain (0 = never read)."""
-        stages = self.pipeline.stages
+    def _apply(self, result, extra):
+        """Show computed overlays (GUI thread), in place where they exist."""
+        overlays, text = result
+        keys = set()
+        for key, data, kind, kwargs in overlays:
+            kwargs = dict(kwargs)
+            if kwargs.pop("input_grid", False):
+                kwargs.update(extra)
+            self._show(key, data, kind, **kwargs)
+            keys.add(key)
+        for key in ("overlap", "zero_inserted"):
+            if key not in keys:
+                self._remove(key)
+        self.summary.value = text
+
+    def coverage(self, shape, pipeline=None):
+        """Read counts of every input pixel through the chain (0 = never read).
+
+        Does not depend on the pick: cached per chain and shape.
+        """
+        pipeline = pipeline or self.pipeline
+        key = (pipeline.to_json(), tuple(shape))
+        if self._coverage_cache[0] != key:
+            self._coverage_cache = (key, self._coverage(shape, pipeline))
+        return self._coverage_cache[1]
+
+    def _coverage(self, shape, pipeline):
+        stages = pipeline.stages
         if len(stages) == 1 and stages[0].op == "down":
             spec = stages[0].spec(shape)
             return coverage_map(
@@ -531,10 +628,11 @@ class SamplingInspector(W.Container):
             img = img[..., :3].mean(axis=-1)
         return img
 
-    def zero_inserted_view(self, j):
+    def zero_inserted_view(self, j, image=None, pipeline=None):
         """The fractionally strided view of stage ``j``'s input (current slice)."""
-        stages = self.pipeline.stages
-        img = self._current_image()
+        pipeline = pipeline or self.pipeline
+        stages = pipeline.stages
+        img = self._current_image() if image is None else image
         if j > 0:
             img = Pipeline(stages[:j])(img)
         spec = stages[j].spec(img.shape)
@@ -547,8 +645,9 @@ class SamplingInspector(W.Container):
             output_padding=spec.output_padding,
         )
 
-    def summary_text(self, shape, out_index, rf):
+    def summary_text(self, shape, out_index, rf, pipeline=None):
         """Pick, receptive-field box and the pipeline's summary table."""
+        pipeline = pipeline or self.pipeline
         nz = np.nonzero(rf)
         if nz[0].size:
             lo = tuple(int(ix.min()) for ix in nz)
@@ -562,7 +661,7 @@ class SamplingInspector(W.Container):
             f = (_SUMMARY_MAX_PIXELS / total) ** (1.0 / len(probe))
             probe = tuple(max(16, int(n * f)) for n in probe)
         try:
-            table = self.pipeline.format_summary(probe)
+            table = pipeline.format_summary(probe)
         except ValueError as exc:
             table = f"(summary unavailable: {exc})"
         return (
