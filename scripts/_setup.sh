@@ -1,0 +1,48 @@
+# Shared by scripts/demo.sh and scripts/test.sh (sourced, not run):
+# a virtualenv in .venv with the project installed, and the Debian packages a
+# headless napari needs (Xvfb, Mesa, the xcb libraries of Qt).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DEB_PACKAGES="xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
+libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
+libxcb-render-util0 libxcb-image0 libdbus-1-3 libfontconfig1"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "Please run as root: $*" >&2; return 1; fi
+}
+
+install_debian_packages() {
+  local missing=()
+  for p in $DEB_PACKAGES "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null; then
+      echo "Install these packages with your system's package manager: ${missing[*]}" >&2
+      return 1
+    fi
+    echo ">> installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+setup_venv() {  # $1: the extras to install, e.g. "all,test,oracle"
+  local python=${PYTHON:-python3}
+  if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -m venv .venv 2>/dev/null; then
+      rm -rf .venv
+      local ver
+      ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      install_debian_packages "python${ver}-venv"
+      "$python" -m venv .venv
+    fi
+  fi
+  # shellcheck disable=SC1091
+  source .venv/bin/activate
+  python -m pip install -q --upgrade pip
+  # Not editable: napari.yaml and the sample TIFFs are force-included into the wheel.
+  python -m pip install -q ".[$1]"
+}
