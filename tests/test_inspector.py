@@ -8,11 +8,15 @@ from _viewer_support import skip_without_viewer
 
 skip_without_viewer()
 
-from napari.utils._test_utils import read_only_mouse_event
-from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils._test_utils import read_only_mouse_event  # noqa: E402
+from napari.utils.interactions import (  # noqa: E402
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
-from napari_conv_resample import (
+from napari_conv_resample import (  # noqa: E402
     Pipeline,
     Stage,
     coverage_map,
@@ -21,7 +25,7 @@ from napari_conv_resample import (
     sampled_mask,
     zero_inserted,
 )
-from napari_conv_resample._widgets import (
+from napari_conv_resample._widgets import (  # noqa: E402
     DownsampleWidget,
     SamplingInspector,
     UpsampleWidget,
@@ -43,12 +47,8 @@ def click(viewer, world, button=1):
 def drag(viewer, start, end):
     press = read_only_mouse_event(type="mouse_press", button=1, position=start)
     mouse_press_callbacks(viewer, press)
-    move = read_only_mouse_event(
-        type="mouse_move", button=1, position=end, is_dragging=True
-    )
-    for func, gen in tuple(viewer._mouse_drag_gen.items()):
-        viewer._persisted_mouse_event[gen].__wrapped__ = move
-        next(gen)
+    move = read_only_mouse_event(type="mouse_move", button=1, position=end, is_dragging=True)
+    mouse_move_callbacks(viewer, move)
     mouse_release_callbacks(
         viewer, read_only_mouse_event(type="mouse_release", button=1, position=end)
     )
@@ -106,9 +106,7 @@ def test_layers_update_in_place(scene):
         "down", layer.data.shape, scale=layer.scale, translate=layer.translate, **DOWN
     )
     for target in [(3, 4), (6, 2), (0, 0)]:
-        click(
-            viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target)
-        )
+        click(viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target))
         assert ins.out_index_value == target
         assert [lyr.name for lyr in viewer.layers] == names
         assert all(ins.layers[k] is objs[k] for k in objs)
@@ -150,9 +148,7 @@ def test_chain_from_result_layers_with_up_stage(scene, qtbot):
     ins.recipe_layer.value = u
     ins._load_clicked()
     assert ins.image.value is layer
-    pipeline = Pipeline.from_json(
-        __import__("json").dumps(u.metadata["conv_resample_recipe"])
-    )
+    pipeline = Pipeline.from_json(__import__("json").dumps(u.metadata["conv_resample_recipe"]))
     assert ins.pipeline == pipeline and len(pipeline) == 2
 
     # click on the up result's pixel (7, 8): its own world position
@@ -212,9 +208,7 @@ def test_stage_editor_and_errors(scene):
     ins.out_index.value = "999,0"
     ins._show_clicked()
     errs = [
-        r
-        for r in notification_manager.records[n:]
-        if r.severity == NotificationSeverity.ERROR
+        r for r in notification_manager.records[n:] if r.severity == NotificationSeverity.ERROR
     ]
     assert errs and "outside the final output" in errs[-1].message
     ins.clear_button.changed.emit(True)
@@ -241,9 +235,7 @@ def test_screenshot_shows_the_overlay(make_napari_viewer):
     layer = viewer.add_image(np.zeros((40, 40), np.float32), name="black")
     ins = SamplingInspector(viewer)
     ins.image.value = layer
-    ins.set_pipeline(
-        [Stage("down", kernel="box", size=3, stride=4, dilation=3, padding=0)]
-    )
+    ins.set_pipeline([Stage("down", kernel="box", size=3, stride=4, dilation=3, padding=0)])
     ins.update((4, 4))
     for key in ("receptive_field", "coverage", "picked"):
         ins.layers[key].visible = False
@@ -279,9 +271,7 @@ def test_large_image_picks_run_in_a_worker(make_napari_viewer, qtbot):
     ins.set_pipeline([Stage("down", **DOWN)])
     geom = output_geometry("down", layer.data.shape, **DOWN)
     for target in [(100, 200), (300, 400)]:  # the second replaces a pending pick
-        click(
-            viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target)
-        )
+        click(viewer, tuple(np.asarray(geom.translate) + np.asarray(geom.scale) * target))
     assert ins.out_index_value == (300, 400)
     mask = sampled_mask(layer.data.shape, (300, 400), size=3, stride=2, dilation=2)
 

@@ -8,31 +8,29 @@ from _viewer_support import skip_without_viewer
 
 skip_without_viewer()
 
-from napari.layers import Layer
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.layers import Layer  # noqa: E402
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
-from napari_conv_resample import (
+from napari_conv_resample import (  # noqa: E402
     Pipeline,
     dilated_downsample,
     output_geometry,
     transpose_upsample,
 )
-from napari_conv_resample._widgets import (
+from napari_conv_resample._widgets import (  # noqa: E402
     RECIPE_KEY,
     DownsampleWidget,
     UpsampleWidget,
     resample_layer,
 )
-from napari_conv_resample._widgets._layers import guess_spatial_dims
+from napari_conv_resample._widgets._layers import guess_spatial_dims  # noqa: E402
 
 pytestmark = pytest.mark.viewer
 
 
 def _errors_since(n):
     return [
-        r
-        for r in notification_manager.records[n:]
-        if r.severity == NotificationSeverity.ERROR
+        r for r in notification_manager.records[n:] if r.severity == NotificationSeverity.ERROR
     ]
 
 
@@ -135,9 +133,7 @@ def test_world_position_kept_after_down_up_and_both(bright, qtbot):
     up.size.value = "auto"
     for res in (up.run(blocking=True),):
         assert res.name.endswith("↑2 bilinear4")
-        np.testing.assert_allclose(
-            _world_centroid(res), _world_centroid(layer), atol=1e-6
-        )
+        np.testing.assert_allclose(_world_centroid(res), _world_centroid(layer), atol=1e-6)
 
 
 def test_3d_anisotropic_stack(make_napari_viewer, qtbot):
@@ -180,17 +176,13 @@ def test_timelapse_every_timepoint(make_napari_viewer, qtbot):
     assert out.data.shape == (5, 12, 13)
     assert out.scale[0] == 10.0 and out.translate[0] == 0.0
     for t in range(5):
-        np.testing.assert_allclose(
-            out.data[t], dilated_downsample(movie[t]), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(out.data[t], dilated_downsample(movie[t]), rtol=1e-5, atol=1e-6)
     up = UpsampleWidget(viewer)
     up.image.value = layer
     res = _run(up, qtbot)
     assert res.data.shape == (5, 48, 52)
     for t in range(5):
-        np.testing.assert_allclose(
-            res.data[t], transpose_upsample(movie[t]), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(res.data[t], transpose_upsample(movie[t]), rtol=1e-5, atol=1e-6)
 
 
 def test_rgb_stays_rgb(make_napari_viewer, qtbot):
@@ -310,9 +302,7 @@ def test_save_recipe_round_trip(make_napari_viewer, tmp_path):
 
 def test_resample_layer_returns_layer_data_tuple(make_napari_viewer):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(
-        np.ones((3, 20, 20), np.float32), name="z", scale=(3, 1, 1), rotate=0
-    )
+    layer = viewer.add_image(np.ones((3, 20, 20), np.float32), name="z", scale=(3, 1, 1), rotate=0)
     data, meta, kind = resample_layer(layer, "down", 2, kernel="box", size=2, padding=0)
     assert kind == "image" and data.shape == (3, 10, 10)
     assert meta["scale"] == (3.0, 2.0, 2.0) and meta["translate"] == (0.0, 0.5, 0.5)
@@ -328,10 +318,17 @@ def test_guess_spatial_dims_never_takes_time_or_channels_for_z():
     assert guess_spatial_dims(Image(z)) == 2  # no metadata: plane by plane
     assert guess_spatial_dims(Image(z, scale=(2.0, 0.5, 0.5))) == 3
     assert guess_spatial_dims(Image(z, axis_labels=("z", "y", "x"))) == 3
-    assert (
-        guess_spatial_dims(Image(z, axis_labels=("t", "y", "x"), scale=(60, 1, 1))) == 2
-    )
+    assert guess_spatial_dims(Image(z, axis_labels=("t", "y", "x"), scale=(60, 1, 1))) == 2
     assert guess_spatial_dims(Image(np.zeros((3, 30, 30)), scale=(2, 1, 1))) == 2
     rgb = np.zeros((8, 30, 30, 3), np.uint8)
     assert guess_spatial_dims(Image(rgb, rgb=True, scale=(3, 1, 1))) == 3
     assert guess_spatial_dims(Image(np.zeros((5, 30, 30, 3)), rgb=True)) == 2
+
+
+def test_guess_spatial_dims_reads_axes_metadata_and_time_units():
+    from napari.layers import Image
+
+    t = np.zeros((8, 30, 30), np.uint16)
+    assert guess_spatial_dims(Image(t, scale=(1.0, 0.65, 0.65), units=("s", "µm", "µm"))) == 2
+    assert guess_spatial_dims(Image(t, scale=(1.0, 0.5, 0.5), metadata={"axes": "TYX"})) == 2
+    assert guess_spatial_dims(Image(t, metadata={"axes": "ZYX"})) == 3

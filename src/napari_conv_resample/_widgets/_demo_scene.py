@@ -53,15 +53,11 @@ def _first_image(module):
 def _dock(viewer, widget_name, factory):
     """Dock a widget through the plugin manager when installed, else directly."""
     try:
-        _, widget = viewer.window.add_plugin_dock_widget(
-            PLUGIN, widget_name, tabify=True
-        )
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, widget_name, tabify=True)
         return widget
     except Exception:  # noqa: BLE001 - not installed as a plugin (e.g. PYTHONPATH=src)
         widget = factory(viewer)
-        viewer.window.add_dock_widget(
-            widget, name=widget_name, area="right", tabify=True
-        )
+        viewer.window.add_dock_widget(widget, name=widget_name, area="right", tabify=True)
         return widget
 
 
@@ -171,3 +167,66 @@ def _narrow_docks(viewer, width):
             window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
     except Exception:  # noqa: BLE001, S110 - cosmetic only
         pass
+
+
+DEFAULT_SCREENSHOT = "demo_output/demo.png"
+_UNDER_XVFB = "NAPARI_CONV_RESAMPLE_DEMO_XVFB"
+
+
+def has_display():
+    """True when a GUI can open here (always on macOS/Windows)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    import os
+
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def reexec_under_xvfb(module, argv):
+    """Run ``python -m module argv`` under ``xvfb-run -a``; its exit status.
+
+    ``None`` when ``xvfb-run`` is not installed.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        return None
+    env = {**os.environ, _UNDER_XVFB: "1"}
+    cmd = [xvfb, "-a", "-s", "-screen 0 1920x1200x24", sys.executable, "-m", module]
+    return subprocess.call(cmd + list(argv), env=env)
+
+
+def render_scene(path, *, size=(1500, 950)):
+    """Build the demo scene in a (virtual) display and save a PNG of the window."""
+    from pathlib import Path
+
+    import napari
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True, title="napari-conv-resample demo")
+    try:
+        viewer.window._qt_window.resize(*size)
+        scene = build_scene(viewer)
+        arrange_for_screenshot(viewer, scene)
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+    finally:
+        viewer.close()
+    return path
+
+
+def open_scene():
+    """Open napari with the demo scene and run its event loop."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-conv-resample demo")
+    scene = build_scene(viewer)
+    arrange_for_screenshot(viewer, scene)
+    napari.run()
+    return viewer

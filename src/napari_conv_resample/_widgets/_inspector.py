@@ -87,11 +87,7 @@ def _stage_text(stage):
         ("output_padding", "op"),
         ("mode", ""),
     ):
-        if (
-            key in p
-            and p[key] is not None
-            and not (key == "output_padding" and not p[key])
-        ):
+        if key in p and p[key] is not None and not (key == "output_padding" and not p[key]):
             parts.append(f"{short}={_fmt(p[key])}" if short else str(p[key]))
     return " ".join(parts)
 
@@ -137,9 +133,7 @@ class SamplingInspector(W.Container):
         self.dilation = W.LineEdit(name="dilation", value="1")
         self.padding = W.LineEdit(name="padding", value="same")
         self.mode = W.ComboBox(name="mode", choices=list(MODES), value="zeros")
-        self.output_padding = W.LineEdit(
-            name="output_padding", label="output padding", value="0"
-        )
+        self.output_padding = W.LineEdit(name="output_padding", label="output padding", value="0")
         self.add_button = W.PushButton(name="add_button", text="Add stage")
         self.clear_button = W.PushButton(name="clear_button", text="Clear stages")
         self.stages_text = W.Label(name="stages_text", label="stages", value="(none)")
@@ -157,9 +151,7 @@ class SamplingInspector(W.Container):
         if hasattr(self.summary.native, "setReadOnly"):
             self.summary.native.setReadOnly(True)
             self.summary.native.setStyleSheet("font-family: monospace;")
-            self.summary.native.setLineWrapMode(
-                type(self.summary.native).LineWrapMode.NoWrap
-            )
+            self.summary.native.setLineWrapMode(type(self.summary.native).LineWrapMode.NoWrap)
         self.extend(
             [
                 self.image,
@@ -239,9 +231,7 @@ class SamplingInspector(W.Container):
         self.stages_text.value = (
             "(none)"
             if pipeline is None
-            else "\n".join(
-                f"{i}. {_stage_text(s)}" for i, s in enumerate(pipeline.stages, 1)
-            )
+            else "\n".join(f"{i}. {_stage_text(s)}" for i, s in enumerate(pipeline.stages, 1))
         )
         self.stages_text.tooltip = repr(pipeline)
 
@@ -257,8 +247,7 @@ class SamplingInspector(W.Container):
                 break
         else:
             raise ValueError(
-                f"the input layer {source.get('layer')!r} of {layer.name!r} is not "
-                "in the viewer"
+                f"the input layer {source.get('layer')!r} of {layer.name!r} is not in the viewer"
             )
         if source.get("spatial_shape"):
             self.spatial_dims.value = len(source["spatial_shape"])
@@ -273,9 +262,7 @@ class SamplingInspector(W.Container):
             "size": parse_value(self.size.value, "size"),
             "stride": parse_value(self.stride.value, "stride", allow_none=False),
             "dilation": parse_value(self.dilation.value, "dilation", allow_none=False),
-            "padding": parse_value(
-                self.padding.value, "padding", words=("same", "valid")
-            ),
+            "padding": parse_value(self.padding.value, "padding", words=("same", "valid")),
         }
         if op == "down":
             params["mode"] = self.mode.value
@@ -337,9 +324,7 @@ class SamplingInspector(W.Container):
         position = tuple(position)[-layer.ndim :]
         data_pos = np.asarray(layer.world_to_data(position), dtype=float)
         spatial = tuple(data_pos[a] for a in axes)
-        rows = chain_geometry(
-            self.pipeline, shape, (1.0,) * len(axes), (0.0,) * len(axes)
-        )
+        rows = chain_geometry(self.pipeline, shape, (1.0,) * len(axes), (0.0,) * len(axes))
         _, out_shape, scale, translate, _ = rows[-1]
         return world_to_index(spatial, scale, translate, out_shape)
 
@@ -687,9 +672,7 @@ class SamplingInspector(W.Container):
     def _show(self, key, data, kind, **kwargs):
         """Create the overlay ``key`` or update it in place."""
         lyr = self.layers.get(key)
-        if lyr is not None and (
-            lyr not in self._viewer.layers or lyr.data.ndim != np.ndim(data)
-        ):
+        if lyr is not None and (lyr not in self._viewer.layers or lyr.data.ndim != np.ndim(data)):
             self._remove(key)
             lyr = None
         if lyr is None:

@@ -91,14 +91,34 @@ def guess_spatial_dims(layer):
     if n_world < 3:
         return 2
     axis = n_world - 3
-    labels = tuple(getattr(layer, "axis_labels", ()) or ())
-    label = str(labels[axis]).strip().lower() if len(labels) == n_world else ""
-    if label in _TIME_OR_CHANNEL or shape[axis] < 4:
+    label = _axis_name(layer, axis, n_world)
+    if label in _TIME_OR_CHANNEL or shape[axis] < 4 or _is_time_unit(layer, axis):
         return 2
     if label in {"z", "depth", "plane", "planes"}:
         return 3
     scale = tuple(float(v) for v in layer.scale)
     return 3 if not np.isclose(scale[axis], scale[axis + 1]) else 2
+
+
+def _axis_name(layer, axis, n_world):
+    """Lower-case name of a world axis: napari's axis label, else a letter of
+    ``metadata['axes']`` (e.g. ``'TYX'`` from a reader or the sample data)."""
+    labels = tuple(getattr(layer, "axis_labels", ()) or ())
+    label = str(labels[axis]).strip().lower() if len(labels) == n_world else ""
+    if label and not label.lstrip("-").isdigit():
+        return label
+    axes = (getattr(layer, "metadata", None) or {}).get("axes")
+    if isinstance(axes, str) and len(axes) == n_world:
+        return axes[axis].lower()
+    return ""
+
+
+def _is_time_unit(layer, axis):
+    units = getattr(layer, "units", None)
+    try:
+        return str(units[axis].dimensionality) == "[time]"
+    except Exception:  # noqa: BLE001 - no or unusual units
+        return False
 
 
 def full_scale_translate(layer):
@@ -229,9 +249,7 @@ def plan_resample(layer, op, n_spatial=None, **params):
     data = layer_data(layer)
     axes = spatial_axes(layer, n_spatial)
     scale, translate = full_scale_translate(layer)
-    geom = output_geometry(
-        op, data.shape, scale=scale, translate=translate, axes=axes, **params
-    )
+    geom = output_geometry(op, data.shape, scale=scale, translate=translate, axes=axes, **params)
     loop_axes = tuple(a for a in range(len(data.shape)) if a not in axes)
     loop_shape = tuple(int(data.shape[a]) for a in loop_axes)
 
@@ -240,9 +258,7 @@ def plan_resample(layer, op, n_spatial=None, **params):
     pipeline = Pipeline((prev.stages if prev else []) + [stage])
     n_world = len(layer.scale)
     metadata = {
-        k: v
-        for k, v in (layer.metadata or {}).items()
-        if k not in (RECIPE_KEY, SOURCE_KEY)
+        k: v for k, v in (layer.metadata or {}).items() if k not in (RECIPE_KEY, SOURCE_KEY)
     }
     metadata[RECIPE_KEY] = pipeline.to_dict()
     metadata[SOURCE_KEY] = _source_of(layer, axes, scale, translate)
@@ -296,16 +312,12 @@ def iter_resample(plan, *, backend="auto", preserve_dtype=False):
         where = dict(zip(plan.loop_axes, idx))
         sl = tuple(where.get(a, slice(None)) for a in range(ndim))
         chunk = np.asarray(data[sl])
-        out[sl] = func(
-            chunk, backend=backend, preserve_dtype=preserve_dtype, **plan.params
-        )
+        out[sl] = func(chunk, backend=backend, preserve_dtype=preserve_dtype, **plan.params)
         yield done, total
     return (out, dict(plan.kwargs), "image")
 
 
-def resample_layer(
-    layer, op, n_spatial=None, *, backend="auto", preserve_dtype=False, **params
-):
+def resample_layer(layer, op, n_spatial=None, *, backend="auto", preserve_dtype=False, **params):
     """Resample a napari image layer; returns its result as a layer-data tuple.
 
     The blocking counterpart of the widgets, for scripts and the napari
@@ -346,9 +358,7 @@ def world_to_index(world, scale, translate, shape=None):
 
     Returns ``None`` when ``shape`` is given and the point is outside it.
     """
-    idx = tuple(
-        int(np.floor((w - t) / s + 0.5)) for w, s, t in zip(world, scale, translate)
-    )
+    idx = tuple(int(np.floor((w - t) / s + 0.5)) for w, s, t in zip(world, scale, translate))
     if shape is not None and not all(0 <= i < n for i, n in zip(idx, shape)):
         return None
     return idx
@@ -382,8 +392,6 @@ def zero_inserted_placement(spec, scale_out, translate_out):
     """
     translate = tuple(
         t - s * (c + lo)
-        for t, s, c, lo in zip(
-            translate_out, scale_out, spec.center_offset, spec.pad_lo
-        )
+        for t, s, c, lo in zip(translate_out, scale_out, spec.center_offset, spec.pad_lo)
     )
     return tuple(scale_out), translate

@@ -119,13 +119,10 @@ class _ResampleWidget(W.Container):
             name="preserve_dtype",
             text="preserve dtype",
             value=False,
-            tooltip="Return the input dtype (integers rounded and clipped) "
-            "instead of float32",
+            tooltip="Return the input dtype (integers rounded and clipped) instead of float32",
         )
         self.run_button = W.PushButton(name="run_button", text="Run")
-        self.cancel_button = W.PushButton(
-            name="cancel_button", text="Cancel", enabled=False
-        )
+        self.cancel_button = W.PushButton(name="cancel_button", text="Cancel", enabled=False)
         self.recipe_path = W.FileEdit(
             name="recipe_path",
             label="recipe file",
@@ -313,8 +310,7 @@ class DownsampleWidget(_ResampleWidget):
     op = "down"
     title = "Dilated downsample"
     _padding_tip = (
-        "'same' (ceil(L/stride) outputs), 'valid', an int, one per axis, or "
-        "(lo,hi) pairs per axis"
+        "'same' (ceil(L/stride) outputs), 'valid', an int, one per axis, or (lo,hi) pairs per axis"
     )
 
     def _extra_params(self):

@@ -27,18 +27,12 @@ def _guarded(plan, backend, preserve_dtype):
     # Exceptions become a return value so that the GUI thread can show the
     # library's message as a notification instead of napari's traceback.
     try:
-        return (
-            yield from iter_resample(
-                plan, backend=backend, preserve_dtype=preserve_dtype
-            )
-        )
+        return (yield from iter_resample(plan, backend=backend, preserve_dtype=preserve_dtype))
     except Exception as exc:  # noqa: BLE001 - shown to the user
         return _Failed(exc)
 
 
-def start_resample_worker(
-    plan, *, backend, preserve_dtype, on_result, on_error=None, desc=None
-):
+def start_resample_worker(plan, *, backend, preserve_dtype, on_result, on_error=None, desc=None):
     """Start a napari ``GeneratorWorker`` resampling ``plan`` slice by slice.
 
     ``on_result(layer_data_tuple)`` runs on the GUI thread when it is done;
