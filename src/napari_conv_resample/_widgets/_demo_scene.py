@@ -14,13 +14,11 @@ WIDGETS = ("Dilated downsample", "Transpose upsample", "Sampling inspector")
 
 
 def _sample_image():
-    """``(data, layer kwargs)`` of the 2-D sample; synthetic if none is shipped."""
+    """``(data, layer kwargs)`` of the 2-D nuclei sample (synthetic fallback)."""
     try:
-        from .. import sample_data
+        from ..sample_data import load_sample
 
-        data, meta = _first_image(sample_data)
-        if data is not None:
-            return data, meta
+        return load_sample("nuclei_2d")
     except Exception as exc:  # noqa: BLE001 - the demo still runs on a synthetic image
         print(f"sample data unavailable ({exc}); using a synthetic image")
     rng = np.random.default_rng(0)
@@ -28,26 +26,7 @@ def _sample_image():
     img = np.zeros((256, 256), np.float32)
     for cy, cx, r in rng.uniform((20, 20, 6), (236, 236, 14), (40, 3)):
         img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
-    img += 0.05 * rng.random(img.shape)
     return img.astype(np.float32), {"name": "nuclei", "scale": (0.5, 0.5)}
-
-
-def _first_image(module):
-    """The first 2-D image a sample-data function of ``module`` returns."""
-    for name in ("nuclei_2d", "nuclei", "load_nuclei_2d", "sample_2d"):
-        func = getattr(module, name, None)
-        if callable(func):
-            out = func()
-            if isinstance(out, list):
-                out = out[0]
-            if isinstance(out, tuple):
-                data = out[0]
-                meta = dict(out[1]) if len(out) > 1 and out[1] else {}
-            else:
-                data, meta = out, {}
-            meta.setdefault("name", "nuclei")
-            return np.asarray(data), meta
-    return None, None
 
 
 def _dock(viewer, widget_name, factory):
@@ -64,8 +43,8 @@ def _dock(viewer, widget_name, factory):
 def build_scene(viewer, *, pick=None):
     """Fill ``viewer`` with the demo scene; returns the widgets and layers.
 
-    ``pick`` is the output pixel the inspector shows (default: near the
-    centre of the up result).
+    ``pick`` is the output pixel the inspector shows (default: the up
+    result's brightest pixel).
     """
     from ._inspector import SamplingInspector
     from ._resample_widgets import DownsampleWidget, UpsampleWidget
@@ -86,8 +65,8 @@ def build_scene(viewer, *, pick=None):
     inspector.recipe_layer.reset_choices()
     inspector.recipe_layer.value = up_layer
     inspector.load_from_layer(up_layer)
-    if pick is None:
-        pick = tuple(int(n * 0.45) for n in up_layer.data.shape[-2:])
+    if pick is None:  # the brightest pixel: the middle of a nucleus
+        pick = np.unravel_index(np.argmax(up_layer.data), up_layer.data.shape)
     inspector.update(pick)
     return {
         "source": source,

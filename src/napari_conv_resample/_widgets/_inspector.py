@@ -27,6 +27,7 @@ import numpy as np
 from magicgui import widgets as W
 from napari.layers import Image
 from napari.qt.threading import create_worker
+from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
 
 from ..geometry import DEFAULTS, MODES
@@ -59,6 +60,12 @@ LAYER_NAMES = {
 }
 # Inspector overlays are not worth more than this many pixels for the summary.
 _SUMMARY_MAX_PIXELS = 1 << 22
+# Path counts: 0 transparent (holes show the image), then magenta to yellow.
+_RF_COLORMAP = Colormap(
+    [[0.0, 0.0, 0.0, 0.0], [0.8, 0.0, 0.8, 1.0], [1.0, 1.0, 0.0, 1.0]],
+    controls=[0.0, 1e-6, 1.0],
+    name="conv-resample paths",
+)
 # Picks on larger inputs compute their masks in a worker thread.
 _SYNC_MAX_PIXELS = 1 << 20
 
@@ -377,6 +384,9 @@ class SamplingInspector(W.Container):
         image = self._current_image() if ups else None
         job = (self.pipeline, shape, scale, translate, rows, out_index, image)
         extra = self._layer_transforms(layer, len(axes))
+        units = getattr(layer, "units", None)
+        if units is not None:
+            extra["units"] = tuple(str(units[a]) for a in axes)
         if blocking or int(np.prod(shape)) <= _SYNC_MAX_PIXELS:
             self._apply(self._compute(*job), extra)
             return out_index
@@ -429,9 +439,9 @@ class SamplingInspector(W.Container):
                 {
                     "scale": scale,
                     "translate": translate,
-                    "colormap": "magma",
-                    "blending": "additive",
-                    "opacity": 0.7,
+                    "colormap": _RF_COLORMAP,
+                    "blending": "translucent",
+                    "opacity": 0.85,
                     "contrast_limits": (0, max(1, int(rf.max()))),
                     "input_grid": True,
                 },
@@ -541,6 +551,8 @@ class SamplingInspector(W.Container):
             kwargs = dict(kwargs)
             if kwargs.pop("input_grid", False):
                 kwargs.update(extra)
+            elif "units" in extra:
+                kwargs["units"] = extra["units"]
             self._show(key, data, kind, **kwargs)
             keys.add(key)
         for key in ("overlap", "zero_inserted"):
@@ -656,6 +668,7 @@ class SamplingInspector(W.Container):
 
     @staticmethod
     def _layer_transforms(layer, n):
+        """The input's rotate/shear/affine when the overlays have its dimensions."""
         if layer.ndim != n:
             return {}
         return {
@@ -682,6 +695,8 @@ class SamplingInspector(W.Container):
             return lyr
         for k in ("rotate", "shear", "affine", "visible", "symbol", "size"):
             kwargs.pop(k, None)
+        if "units" in kwargs:
+            lyr.units = kwargs.pop("units")
         lyr.scale = kwargs.pop("scale")
         lyr.translate = kwargs.pop("translate")
         if "contrast_limits" in kwargs:
