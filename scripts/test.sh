@@ -5,7 +5,7 @@ source "$(dirname "$0")/_setup.sh"
 install_debian_packages
 setup_venv "all,test,oracle"
 echo ">> ruff check"
-ruff check src tests benchmarks
+ruff check .
 echo ">> pytest"
 if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
   exec xvfb-run -a -s "-screen 0 1920x1200x24" python -m pytest "$@"
