@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from napari_conv_resample._widgets._demo_scene import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.viewer
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_demo_scene(make_napari_viewer):
@@ -47,7 +45,6 @@ def test_demo_scene(make_napari_viewer):
 
 def test_demo_main_headless_writes_png(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     png = tmp_path / "demo.png"
     proc = subprocess.run(
         [
