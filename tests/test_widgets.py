@@ -332,3 +332,16 @@ def test_guess_spatial_dims_reads_axes_metadata_and_time_units():
     assert guess_spatial_dims(Image(t, scale=(1.0, 0.65, 0.65), units=("s", "µm", "µm"))) == 2
     assert guess_spatial_dims(Image(t, scale=(1.0, 0.5, 0.5), metadata={"axes": "TYX"})) == 2
     assert guess_spatial_dims(Image(t, metadata={"axes": "ZYX"})) == 3
+
+
+def test_multiscale_uses_highest_resolution(make_napari_viewer):
+    viewer = make_napari_viewer()
+    full = np.random.default_rng(5).random((64, 64)).astype(np.float32)
+    layer = viewer.add_image([full, full[::2, ::2]], multiscale=True, name="pyr")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    n = len(notification_manager.records)
+    out = w.run(blocking=True)
+    assert out.data.shape == (32, 32)
+    np.testing.assert_allclose(out.data, dilated_downsample(full), rtol=1e-6)
+    assert any("highest resolution" in r.message for r in notification_manager.records[n:])

@@ -260,6 +260,11 @@ class _ResampleWidget(W.Container):
         except Exception as exc:  # noqa: BLE001 - shown to the user
             show_error(error_message(exc, self.title))
             return None
+        if getattr(self.image.value, "multiscale", False):
+            show_info(
+                f"{self.title}: {self.image.value.name!r} is multiscale; resampling its "
+                "highest resolution (level 0)"
+            )
         kw = {
             "backend": self.backend.value,
             "preserve_dtype": self.preserve_dtype.value,
