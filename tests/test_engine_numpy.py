@@ -1,0 +1,253 @@
+"""The blocked, threaded NumPy engine equals the reference engine.
+
+Both sum the taps of an output pixel in the same order (``np.ndindex`` over
+the kernel) with each product rounded to the compute dtype, so results are
+normally identical; the tolerance (rtol 1e-6 float32, 1e-12 float64, relative
+to ``sum |w| * max |x|``) only allows for platform SIMD differences.
+No timing assertions here: speed is measured by ``benchmarks/run_benchmarks.py``.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_conv_resample import _engine_numpy
+from napari_conv_resample.geometry import MODES, resolve_spec
+from napari_conv_resample.operators import (
+    dilated_downsample,
+    run_spec,
+    run_spec_reference,
+    transpose_upsample,
+)
+
+RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+def assert_matches_reference(spec, x, dtype):
+    dtype = np.dtype(dtype)
+    got = run_spec(spec, x, dtype)
+    want = run_spec_reference(spec, np.asarray(x), dtype)
+    assert got.dtype == dtype
+    assert got.shape == spec.output_shape == want.shape
+    scale = np.abs(spec.weights).sum() * max(1.0, float(np.abs(want).max(initial=0)))
+    scale = max(scale, float(np.abs(np.asarray(x, dtype=np.float64)).max(initial=0)))
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+@pytest.fixture(params=["default", "tiny-blocks-threaded"])
+def blocking(request, monkeypatch):
+    """Run each test with the default blocks and with tiny blocks on the thread pool."""
+    if request.param != "default":
+        monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+    return request.param
+
+
+def _random_spec(rng, op, shape, n, mode="zeros"):
+    """A random valid spec on the last ``n`` axes of ``shape`` (None if invalid)."""
+    k = tuple(int(v) for v in rng.integers(1, 5, size=n))
+    s = tuple(int(v) for v in rng.integers(1, 4, size=n))
+    d = tuple(int(v) for v in rng.integers(1, 3, size=n))
+    pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, size=(n, 2)))
+    w = rng.normal(size=k)
+    try:
+        if op == "down":
+            return resolve_spec(
+                "down", shape, kernel=w, stride=s, dilation=d, padding=pad, mode=mode
+            )
+        opad = tuple(int(rng.integers(0, max(a, b))) for a, b in zip(s, d))
+        return resolve_spec(
+            "up", shape, kernel=w, stride=s, dilation=d, padding=pad, output_padding=opad
+        )
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_down_random_matches_reference(mode, n, blocking):
+    rng = np.random.default_rng(n * 10 + MODES.index(mode))
+    done = 0
+    while done < 12:
+        shape = tuple(int(v) for v in rng.integers(3, 14 if n < 3 else 8, size=n))
+        spec = _random_spec(rng, "down", shape, n, mode)
+        if spec is None:
+            continue
+        x = rng.normal(size=shape).astype(np.float32)
+        assert_matches_reference(spec, x, np.float32)
+        done += 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_up_random_matches_reference(n, blocking):
+    rng = np.random.default_rng(100 + n)
+    done = 0
+    while done < 12:
+        shape = tuple(int(v) for v in rng.integers(2, 12 if n < 3 else 7, size=n))
+        spec = _random_spec(rng, "up", shape, n)
+        if spec is None:
+            continue
+        x = rng.normal(size=shape).astype(np.float32)
+        assert_matches_reference(spec, x, np.float32)
+        done += 1
+
+
+@pytest.mark.parametrize("op", ["down", "up"])
+@pytest.mark.parametrize(
+    "in_dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64, bool]
+)
+def test_dtypes(op, in_dtype, blocking):
+    rng = np.random.default_rng(7)
+    shape = (3, 17, 12)  # a leading non-spatial axis
+    if np.dtype(in_dtype).kind == "f":
+        x = (rng.normal(size=shape) * 50).astype(in_dtype)
+    elif np.dtype(in_dtype).kind == "b":
+        x = rng.random(shape) > 0.5
+    else:
+        info = np.iinfo(in_dtype)
+        x = rng.integers(max(info.min, -5000), min(info.max, 5000), size=shape).astype(in_dtype)
+    w = rng.normal(size=(3, 4))
+    if op == "down":
+        spec = resolve_spec(
+            "down", shape, kernel=w, stride=2, dilation=2, padding=2, mode="reflect"
+        )
+    else:
+        spec = resolve_spec("up", shape, kernel=w, stride=(2, 3), padding=1)
+    for dtype in (np.float32, np.float64):
+        assert_matches_reference(spec, x, dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_noncontiguous_readonly_and_interleaved_axes(mode, blocking):
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(20, 4, 30, 3))
+    x = base[::-1, 1, ::2, :].T  # (3, 15, 20): negative and non-unit strides, transposed
+    x.flags.writeable = False
+    before = x.copy()
+    w = rng.normal(size=(3, 2))
+    # Spatial axes 0 and 2 with the non-spatial axis 1 between them.
+    spec = resolve_spec(
+        "down",
+        x.shape,
+        kernel=w,
+        stride=(1, 2),
+        dilation=(1, 2),
+        padding=(1, 2),
+        mode=mode,
+        axes=(0, 2),
+    )
+    assert_matches_reference(spec, x, np.float64)
+    spec_up = resolve_spec("up", x.shape, kernel=w, stride=(3, 2), axes=(0, 2))
+    assert_matches_reference(spec_up, x, np.float64)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_many_leading_axes_and_one_pixel_axes(blocking):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 3, 1, 5, 1)).astype(np.float32)
+    spec = resolve_spec(
+        "down",
+        x.shape,
+        kernel=rng.normal(size=(1, 3, 1)),
+        stride=(1, 2, 1),
+        padding="same",
+        mode="reflect",
+    )
+    assert_matches_reference(spec, x, np.float32)
+    spec = resolve_spec("up", x.shape, kernel=rng.normal(size=(1, 3, 1)), stride=(2, 2, 3))
+    assert_matches_reference(spec, x, np.float32)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kernel_larger_than_image_and_large_padding(mode, blocking):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 5))
+    w = rng.normal(size=(3, 4))
+    pad = 3 if mode != "reflect" else ((3, 3), (4, 4))
+    spec = resolve_spec("down", x.shape, kernel=w, stride=1, dilation=2, padding=pad, mode=mode)
+    assert_matches_reference(spec, x, np.float64)
+    spec = resolve_spec("up", x.shape, kernel=w, stride=3, dilation=2, padding=(4, 5))
+    assert_matches_reference(spec, x, np.float64)
+
+
+def test_public_operators_use_the_engine_and_keep_results():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 4000, size=(33, 40)).astype(np.uint16)
+    down = dilated_downsample(img, "gaussian", size=3, stride=2, dilation=2)
+    spec = resolve_spec("down", img.shape, kernel="gaussian", size=3, stride=2, dilation=2)
+    np.testing.assert_allclose(down, run_spec_reference(spec, img, np.float32), rtol=1e-6)
+    up = transpose_upsample(down, "bilinear", stride=2)
+    spec_up = resolve_spec("up", down.shape, kernel="bilinear", stride=2)
+    np.testing.assert_allclose(
+        up, run_spec_reference(spec_up, down, np.float32), rtol=1e-6, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("op", ["down", "up"])
+def test_integer_input_is_converted_block_by_block(op):
+    """Peak extra memory beyond the output stays far below a whole-image float copy."""
+    x = np.zeros((1024, 1024), dtype=np.uint16)  # 2 MiB; as float32 it would be 4 MiB
+    if op == "down":
+        spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2, dilation=2)
+    else:
+        spec = resolve_spec("up", x.shape, kernel="bilinear", stride=2)
+    out_bytes = int(np.prod(spec.output_shape)) * 4
+    tracemalloc.start()
+    try:
+        run_spec(spec, x, np.float32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Block buffers only: a whole-image float copy alone would be 200% of the input.
+    assert peak - out_bytes <= 0.25 * x.nbytes + 6 * _engine_numpy.BLOCK_BYTES
+
+
+@st.composite
+def _cases(draw):
+    n = draw(st.integers(1, 3))
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    hi = 12 if n < 3 else 7
+    shape = lead + tuple(draw(st.lists(st.integers(1, hi), min_size=n, max_size=n)))
+    op = draw(st.sampled_from(["down", "up"]))
+    k = tuple(draw(st.lists(st.integers(1, 4), min_size=n, max_size=n)))
+    s = tuple(draw(st.lists(st.integers(1, 3), min_size=n, max_size=n)))
+    d = tuple(draw(st.lists(st.integers(1, 3), min_size=n, max_size=n)))
+    pad = tuple(
+        draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=n, max_size=n))
+    )
+    mode = draw(st.sampled_from(MODES)) if op == "down" else "zeros"
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    in_dtype = draw(st.sampled_from([np.float32, np.float64, np.uint8, np.int16]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    tiny = draw(st.booleans())
+    return shape, op, k, s, d, pad, mode, dtype, in_dtype, seed, tiny
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_hypothesis_matches_reference(case):
+    shape, op, k, s, d, pad, mode, dtype, in_dtype, seed, tiny = case
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=k)
+    try:
+        if op == "down":
+            spec = resolve_spec(
+                "down", shape, kernel=w, stride=s, dilation=d, padding=pad, mode=mode
+            )
+        else:
+            spec = resolve_spec("up", shape, kernel=w, stride=s, dilation=d, padding=pad)
+    except ValueError:
+        return
+    x = (rng.normal(size=shape) * 20).astype(in_dtype)
+    old = _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS
+    if tiny:
+        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS = 32, 1
+    try:
+        assert_matches_reference(spec, x, dtype)
+    finally:
+        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS = old
