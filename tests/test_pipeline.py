@@ -200,3 +200,10 @@ def test_bad_recipes_and_stages():
         Pipeline.from_json("/nonexistent/recipe.json")
     with pytest.raises(ValueError, match="at least one"):
         Pipeline([])
+
+
+def test_summary_of_a_3d_chain_without_a_shape():
+    p = Pipeline([Stage("down", kernel="box", size=3, stride=2)])
+    row = p.summary(ndim=3)[0]
+    assert row["rf_size"] == (3, 3, 3) and row["effective_stride"] == (2, 2, 2)
+    assert "3x3x3" in p.format_summary(ndim=3)

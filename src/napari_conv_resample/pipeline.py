@@ -196,7 +196,7 @@ class Pipeline:
             r = adjoint(r, spec)
         return np.rint(r).astype(np.int64)
 
-    def summary(self, input_shape=None):
+    def summary(self, input_shape=None, *, ndim=None):
         """Per stage: receptive field size, effective stride, start offset, holes.
 
         Sizes, strides and offsets are per spatial axis in pipeline-input
@@ -209,12 +209,15 @@ class Pipeline:
         ----------
         input_shape : tuple of int, optional
             Spatial shape; default a shape large enough for the field.
+        ndim : int, optional
+            Number of spatial axes when ``input_shape`` is not given and no
+            stage parameter fixes it (default 2).
 
         Returns
         -------
         list of dict
         """
-        closed = self._closed_form(input_shape)
+        closed = self._closed_form(input_shape, ndim)
         if input_shape is None:
             n = len(closed[0]["rf_size"])
             input_shape = tuple(
@@ -231,8 +234,8 @@ class Pipeline:
             row["output_shape"] = specs[i].output_shape
         return closed
 
-    def _closed_form(self, input_shape):
-        n = self._ndim(input_shape)
+    def _closed_form(self, input_shape, ndim=None):
+        n = self._ndim(input_shape, ndim)
         probe = tuple(input_shape) if input_shape is not None else (4096,) * n
         jump = [Fraction(1)] * n
         rf = [Fraction(1)] * n
@@ -267,9 +270,11 @@ class Pipeline:
             )
         return rows
 
-    def _ndim(self, input_shape):
+    def _ndim(self, input_shape, ndim=None):
         if input_shape is not None:
             return len(input_shape)
+        if ndim is not None:
+            return int(ndim)
         for stage in self.stages:
             for key in ("kernel", "size", "stride", "dilation", "output_padding"):
                 v = stage.params.get(key)
@@ -279,14 +284,14 @@ class Pipeline:
                     return len(v)
         return 2
 
-    def format_summary(self, input_shape=None):
+    def format_summary(self, input_shape=None, *, ndim=None):
         """The summary as a small text table."""
 
         def fmt(values):
             return "x".join(str(v) for v in values)
 
         lines = ["stage  op    rf size        eff. stride    start offset   holes"]
-        for i, row in enumerate(self.summary(input_shape), 1):
+        for i, row in enumerate(self.summary(input_shape, ndim=ndim), 1):
             lines.append(
                 f"{i:<6} {row['op']:<5} {fmt(row['rf_size']):<14} "
                 f"{fmt(row['effective_stride']):<14} {fmt(row['start_offset']):<14} "
