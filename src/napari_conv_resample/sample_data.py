@@ -114,7 +114,12 @@ def read_imagej_tiff(path):
             num, den = res.value
             xy = den / num if num else 1.0
     unit = ij.get("unit", "µm").replace("micron", "µm").replace("um", "µm")
-    per_axis = {"Z": float(ij.get("spacing", 1.0)), "Y": xy, "X": xy, "T": 1.0}
+    per_axis = {
+        "Z": float(ij.get("spacing", 1.0)),
+        "Y": xy,
+        "X": xy,
+        "T": float(ij.get("finterval", 1.0)),
+    }
     scale = tuple(per_axis.get(a, 1.0) for a in axes)
     units = tuple(unit if a in "ZYX" else "s" for a in axes)
     return data, {"scale": scale, "units": units, "metadata": {"axes": axes}}
