@@ -9,8 +9,7 @@ libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
 libxcb-render-util0 libxcb-image0 libdbus-1-3 libfontconfig1"
 
 as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "Please run as root: $*" >&2; return 1; fi
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
 install_debian_packages() {
@@ -23,6 +22,11 @@ install_debian_packages() {
       echo "Install these packages with your system's package manager: ${missing[*]}" >&2
       return 1
     fi
+    if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
+      echo "Missing Debian packages. As root, run:" >&2
+      echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+      return 1
+    fi
     echo ">> installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -31,7 +35,14 @@ install_debian_packages() {
 
 setup_venv() {  # $1: the extras to install, e.g. "all,test,oracle"
   local python=${PYTHON:-python3}
-  if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "Python 3.10 or newer is needed; $python is $("$python" -V 2>&1)." >&2
+    echo "Set PYTHON=/path/to/python3.x to pick another interpreter." >&2
+    return 1
+  fi
+  # A venv left without pip (e.g. an interrupted first run) is made again.
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv
     if ! "$python" -m venv .venv 2>/dev/null; then
       rm -rf .venv
       local ver
