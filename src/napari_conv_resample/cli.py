@@ -1,48 +1,543 @@
-"""``conv-resample``: the command line (a stub for now).
+"""``conv-resample``: batch dilated downsampling / transpose upsampling of image files.
 
-The subcommands are declared so that ``conv-resample --help`` shows the
-intended shape of the tool; each one says it is not implemented yet and
-exits with status 2. The batch tool replaces this module.
+Subcommands ``down``, ``up``, ``run`` (a recipe) and ``inspect`` (receptive
+field summary, no pixels read). Option names are the library's keywords.
+Exit status: 0 all done or skipped, 1 some file failed, 2 bad options
+(reported before any work), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from fractions import Fraction
+from pathlib import Path
 
-SUBCOMMANDS = {
-    "down": "dilated (strided) downsampling of image files",
-    "up": "transpose upsampling of image files",
-    "run": "apply a saved recipe (Pipeline JSON) to image files",
-    "inspect": "print the geometry and receptive field of a recipe",
+import numpy as np
+
+from .geometry import DEFAULTS, MODES, resolve_spec
+from .kernels import PRESETS
+from .pipeline import Pipeline, Stage
+
+EXAMPLES = {
+    None: """\
+examples:
+  conv-resample down data/ -o out/ --stride 2 --dilation 2
+  conv-resample up small.ome.zarr -o big/ --stride 1,2,2 --kernel bilinear
+  conv-resample run recipe.json 'raw/**/*.tif' -o out/ --workers 2
+  conv-resample inspect recipe.json
+  python -m napari_conv_resample down --help
+""",
+    "down": """\
+examples:
+  # 2x smaller with a 3x3 Gaussian (defaults), every TIFF/Zarr under data/
+  conv-resample down data/ -o out/
+  # anisotropic stack: keep Z, halve Y and X; taps 2 pixels apart
+  conv-resample down stack.tif -o out/ --stride 1,2,2 --dilation 1,2,2
+  # average pooling, integer output, OME-Zarr, out of core in 512x512 chunks
+  conv-resample down big.tif -o out/ --kernel box --size 2 --padding 0 \\
+      --preserve-dtype --format ome-zarr --chunks 512
+""",
+    "up": """\
+examples:
+  # FCN bilinear transposed convolution: exactly 2x the pixels
+  conv-resample up small/ -o big/ --stride 2
+  # pyrUp (binomial, k=5, padding 2, output padding 1)
+  conv-resample up a.tif -o out/ --kernel binomial --size 5 --padding 2 --output-padding 1
+  # only Y and X of a ZYX stack, to a given size
+  conv-resample up a.ome.tif -o out/ --axes YX --output-size 512,512
+""",
+    "run": """\
+examples:
+  # a recipe saved from the plugin (Save recipe) or Pipeline.to_json()
+  conv-resample run recipe.json data/ -o out/
+  conv-resample run recipe.json '*.ome.zarr' -o out/ --scheduler tcp://10.0.0.5:8786
+  conv-resample run recipe.json data/ -o out/ --workers 4 --chunks 256 --json > report.json
+""",
+    "inspect": """\
+examples:
+  conv-resample inspect recipe.json                 # rf size, stride, offset, holes
+  conv-resample inspect --op down --size 3 --stride 1 --dilation 2
+  conv-resample inspect recipe.json --shape 64,64 --json
+  conv-resample inspect recipe.json --input stack.tif   # output shape and voxel size
+""",
 }
 
 
-def build_parser():
-    from . import __version__
+class UsageError(Exception):
+    """Bad options: exit 2 before any work."""
 
-    parser = argparse.ArgumentParser(
-        prog="conv-resample",
-        description="Resample N-D microscopy images with dilated and transposed convolution.",
+
+# -- option parsing ------------------------------------------------------------
+
+
+def _ints(text, name):
+    try:
+        values = tuple(int(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        raise UsageError(
+            f"--{name} {text}: expected an integer or one per axis like 1,2,2"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+def _padding(text, op):
+    t = str(text).strip().lower()
+    if t in ("same", "valid"):
+        return t
+    if t in ("none", "auto") and op == "up":
+        return None
+    items = []
+    try:
+        for part in t.split(","):
+            if ":" in part:
+                lo, hi = part.split(":")
+                items.append((int(lo), int(hi)))
+            else:
+                items.append(int(part))
+    except ValueError:
+        raise UsageError(
+            f"--padding {text}: expected same, valid, an integer, one per axis (1,2,2) "
+            "or lo:hi pairs (0:1,1:1)"
+        ) from None
+    return items[0] if len(items) == 1 and isinstance(items[0], int) else tuple(items)
+
+
+def _kernel(text):
+    if text in PRESETS:
+        return text
+    path = Path(text)
+    if path.is_file():
+        try:
+            if path.suffix == ".npy":
+                return np.load(path)
+            if path.suffix == ".json":
+                return np.asarray(json.loads(path.read_text()), dtype=np.float64)
+            return np.loadtxt(path, ndmin=1)
+        except Exception as exc:
+            raise UsageError(f"--kernel {text}: cannot read the kernel file ({exc})") from None
+    raise UsageError(
+        f"--kernel {text}: not a preset ({', '.join(PRESETS)}) nor a kernel file "
+        "(.npy, .json or text)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=f"{help_text} (not implemented yet)")
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _axes(text):
+    if text is None:
+        return None
+    t = str(text).strip()
+    if t.replace(",", "").replace("-", "").isdigit():
+        v = _ints(t, "axes")
+        return (v,) if isinstance(v, int) else v
+    if not t.isalpha() or set(t.upper()) - set("TCZYXSQI"):
+        raise UsageError(f"--axes {text}: give axis letters (ZYX, YX) or indices (0,1,2)")
+    return t.upper()
+
+
+def stage_params(args, op):
+    """The library keywords given on the command line for one ``op`` stage."""
+    params = {}
+    if args.kernel is not None:
+        params["kernel"] = _kernel(args.kernel)
+    for name in ("size", "stride", "dilation"):
+        v = getattr(args, name, None)
+        if v is not None:
+            params[name] = _ints(v, name)
+    if getattr(args, "padding", None) is not None:
+        params["padding"] = _padding(args.padding, op)
+    if op == "down" and getattr(args, "mode", None) is not None:
+        params["mode"] = args.mode
+    if op == "up":
+        if getattr(args, "output_padding", None) is not None:
+            params["output_padding"] = _ints(args.output_padding, "output-padding")
+        if getattr(args, "output_size", None) is not None:
+            params["output_size"] = _ints(args.output_size, "output-size")
+    return params
+
+
+def _probe_ndim(params):
+    n = None
+    for key, v in params.items():
+        if key == "kernel" and isinstance(v, np.ndarray):
+            n = v.ndim
+        elif isinstance(v, tuple) and key != "padding":
+            n = len(v)
+        elif key == "padding" and isinstance(v, tuple):
+            n = len(v)
+    return n or 2
+
+
+def check_stage(stage):
+    """Resolve ``stage`` on a large probe image so bad values fail before any work."""
+    n = _probe_ndim(stage.params)
+    params = dict(stage.params)
+    if "output_size" in params:  # depends on the image; checked per file
+        params.pop("output_size")
+    try:
+        resolve_spec(stage.op, (4096,) * n, **params)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- argument parser -----------------------------------------------------------
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=30, width=100)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_io(p):
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (recursed) or globs")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument(
+        "--axes",
+        help="spatial axes: letters (ZYX, YX) or indices (0,1,2); default the file's Z/Y/X "
+        "axes (time and channels are carried through)",
+    )
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto")
+    p.add_argument(
+        "--preserve-dtype",
+        action="store_true",
+        help="keep the input dtype (integers rounded and clipped); default float32",
+    )
+    p.add_argument(
+        "--format", choices=("tiff", "zarr", "ome-zarr"), help="output format (default: input's)"
+    )
+    p.add_argument(
+        "--chunks",
+        help="process out of core in output chunks of this size (one per spatial axis or "
+        "one for all, or 'auto'); default: in memory unless the image is large",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, help="run chunks on a local dask cluster of N")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="existing dask.distributed cluster")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--suffix", default="", help="added to output names (e.g. _down2)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_stage_options(p, op):
+    d = DEFAULTS[op]
+    p.add_argument(
+        "--kernel",
+        help=f"preset ({', '.join(PRESETS)}) or a .npy/.json/text file of weights "
+        f"(default {d['kernel']})",
+    )
+    p.add_argument("--size", help=f"taps per axis, e.g. 3 or 1,3,3 (default {d['size']})")
+    p.add_argument("--stride", help=f"per axis, e.g. 2 or 1,2,2 (default {d['stride']})")
+    p.add_argument("--dilation", help=f"tap spacing per axis (default {d['dilation']})")
+    p.add_argument(
+        "--padding",
+        help="same, valid, an integer, one per axis or lo:hi pairs "
+        f"(default {d['padding'] or 'exactly stride x L'})",
+    )
+    if op == "down":
+        p.add_argument("--mode", choices=MODES, help=f"border mode (default {d['mode']})")
+    else:
+        p.add_argument("--output-padding", help="extra pixels at the high end, per axis")
+        p.add_argument("--output-size", help="wanted output length per spatial axis")
+
+
+def build_parser():
+    parser = _Parser(
+        prog="conv-resample",
+        description="Resample microscopy images (TIFF, OME-TIFF, ImageJ, Zarr, OME-Zarr) by "
+        "dilated downsampling or transposed upsampling, keeping their physical metadata.",
+        epilog=EXAMPLES[None],
+        formatter_class=_formatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{down,up,run,inspect}")
+    helps = {
+        "down": "strided, dilated cross-correlation (PyTorch conv)",
+        "up": "transposed convolution (PyTorch conv_transpose)",
+        "run": "apply a pipeline recipe (JSON) to files",
+        "inspect": "receptive field summary of a recipe or stage (no pixels read)",
+    }
+    for name in ("down", "up", "run", "inspect"):
+        p = sub.add_parser(
+            name,
+            help=helps[name],
+            description=helps[name],
+            epilog=EXAMPLES[name],
+            formatter_class=_formatter,
+        )
+        if name == "run":
+            p.add_argument("recipe", metavar="RECIPE.json")
+            _add_io(p)
+        elif name == "inspect":
+            p.add_argument("recipe", nargs="?", metavar="RECIPE.json")
+            p.add_argument("--op", choices=("down", "up"), default="down")
+            _add_stage_options(p, "down")
+            p.add_argument("--output-padding", help="(up) extra pixels at the high end")
+            p.add_argument("--output-size", help="(up) wanted output length per axis")
+            p.add_argument("--shape", help="spatial input shape for the masks, e.g. 128,128")
+            p.add_argument("--input", action="append", help="image file: show output geometry")
+            p.add_argument("--axes")
+            p.add_argument("--json", action="store_true")
+        else:
+            _add_stage_options(p, name)
+            _add_io(p)
     return parser
 
 
-def main(argv=None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+# -- commands ------------------------------------------------------------------
+
+
+def _pipeline(args):
+    if args.command == "run" or (args.command == "inspect" and args.recipe):
+        try:
+            pipe = Pipeline.from_json(args.recipe)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"recipe {args.recipe}: {exc}") from None
+        for stage in pipe.stages:
+            check_stage(stage)
+        return pipe
+    op = args.op if args.command == "inspect" else args.command
+    if op == "down" and args.command == "inspect":
+        for name in ("output_padding", "output_size"):
+            if getattr(args, name, None) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} needs --op up")
+    if op == "up" and getattr(args, "mode", None) not in (None, "zeros"):
+        raise UsageError("--mode: transpose upsampling pads with zeros only")
+    try:
+        stage = Stage(op, **stage_params(args, op))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    check_stage(stage)
+    return Pipeline([stage])
+
+
+def _jsonable(v):
+    if isinstance(v, Fraction):
+        return int(v) if v.denominator == 1 else str(v)
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def cmd_inspect(args, out):
+    pipe = _pipeline(args)
+    shape = _ints(args.shape, "shape") if args.shape else None
+    if isinstance(shape, int):
+        shape = (shape,) * 2
+    try:
+        rows = pipe.summary(shape)
+        text = pipe.format_summary(shape)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    report = {"stages": [s.to_dict() for s in pipe.stages], "summary": _jsonable(rows)}
+    files = []
+    if args.input:
+        from .batch.discover import discover
+        from .batch.runner import Options, describe
+
+        opts = Options(pipe, Path("."), axes=_axes(args.axes))
+        for found in discover(args.input):
+            try:
+                info = describe(found, opts)
+                files.append({"input": str(found.path), **_public(info)})
+            except Exception as exc:
+                files.append({"input": str(found.path), "error": f"{type(exc).__name__}: {exc}"})
+        report["files"] = files
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+        return 0
+    print(text, file=out)
+    for f in files:
+        if "error" in f:
+            print(f"{f['input']}: cannot plan: {f['error']}", file=out)
+            continue
+        mi, mo = f["meta_in"], f["meta_out"]
+        print(
+            f"{f['input']}: {f['axes']} {tuple(f['shape_in'])} -> {tuple(f['shape_out'])}"
+            f" (spatial {f['spatial_axes']}), scale {_fmt(mi['scale'])} -> {_fmt(mo['scale'])}, "
+            f"translate {_fmt(mi['translate'])} -> {_fmt(mo['translate'])}",
+            file=out,
+        )
+    return 0
+
+
+def _fmt(values):
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def _public(info):
+    return {k: v for k, v in info.items() if not k.startswith("_")}
+
+
+def _parse_chunks_option(text):
+    if text is None:
+        return None
+    if text == "auto":
+        return "auto"
+    v = _ints(text, "chunks")
+    vals = (v,) if isinstance(v, int) else v
+    if any(c < 1 for c in vals):
+        raise UsageError(f"--chunks {text}: sizes must be >= 1")
+    return v
+
+
+def cmd_process(args, out, err):
+    from .batch.discover import InputError, discover
+    from .batch.runner import Options, output_path, process, summarize
+
+    pipe = _pipeline(args)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    options = Options(
+        pipeline=pipe,
+        output_dir=Path(args.output_dir),
+        axes=_axes(args.axes),
+        backend=args.backend,
+        preserve_dtype=args.preserve_dtype,
+        format=args.format,
+        chunks=_parse_chunks_option(args.chunks),
+        overwrite=args.overwrite,
+        suffix=args.suffix,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
+    if args.backend == "cupy":
+        from .backends import BackendUnavailableError, get_array_module
+
+        try:
+            get_array_module("cupy")
+        except BackendUnavailableError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        found = discover(args.inputs)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise UsageError(f"-o {args.output_dir}: exists and is not a folder")
+    import os
+
+    inputs = {os.path.realpath(f.path) for f in found}
+    targets = {}
+    for f in found:
+        target = os.path.realpath(output_path(f, options))
+        if target in inputs:
+            raise UsageError(
+                f"{f.path}: the output would overwrite an input ({target}); "
+                "choose another -o folder or a --suffix"
+            )
+        if target in targets:
+            raise UsageError(
+                f"{f.path} and {targets[target]} would both be written to {target}; "
+                "use --suffix or separate runs"
+            )
+        targets[target] = f.path
+    return _run_batch(found, options, args, out, err, process, summarize)
+
+
+def _client(options):
+    if options.scheduler:
+        from distributed import Client
+
+        return Client(options.scheduler), None
+    if options.workers:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=options.workers,
+            threads_per_worker=1,
+            dashboard_address=None,
+            host="127.0.0.1",
+        )
+        return Client(cluster), cluster
+    return None, None
+
+
+def _run_batch(found, options, args, out, err, process, summarize):
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    results = []
+    disable = True if args.no_progress or args.json else None
+    try:
+        client, cluster = _client(options)
+    except Exception as exc:
+        raise UsageError(f"cannot reach the dask cluster: {type(exc).__name__}: {exc}") from None
+    try:
+        files_bar = tqdm(total=len(found), unit="file", desc="files", file=err, disable=disable)
+        chunk_bar = tqdm(
+            total=0, unit="chunk", desc="chunks", leave=False, file=err, disable=disable
+        )
+
+        def chunk_progress(step, total):
+            if total is not None:
+                chunk_bar.reset(total=total)
+            if step:
+                chunk_bar.update(step)
+
+        for f in found:
+            files_bar.set_postfix_str(f.path.name, refresh=False)
+            r = process(f, options, client=client, chunk_progress=chunk_progress)
+            results.append(r)
+            if r.status == "failed" and disable is not True:
+                tqdm.write(f"FAILED {r.input}: {r.reason}", file=err)
+            files_bar.update(1)
+        chunk_bar.close()
+        files_bar.close()
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    report = summarize(results, time.perf_counter() - t0)
+    report["command"] = args.command
+    report["stages"] = [s.to_dict() for s in options.pipeline.stages]
+    if args.json:
+        for f in report["files"]:
+            f.pop("traceback", None)
+        print(json.dumps(_jsonable(report), indent=2), file=out)
+    else:
+        for r in results:
+            if r.status == "failed":
+                print(f"failed: {r.input}: {r.reason}", file=out)
+        print(
+            f"{report['done']} done, {report['skipped']} skipped, {report['failed']} failed "
+            f"in {report['seconds']:.1f} s -> {options.output_dir}",
+            file=out,
+        )
+    return 1 if report["failed"] else 0
+
+
+def main(argv=None):
+    """Entry point of ``conv-resample``; returns the exit status."""
+    out, err = sys.stdout, sys.stderr
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(out)
+            return 2
+        if args.command == "inspect":
+            return cmd_inspect(args, out)
+        return cmd_process(args, out, err)
+    except UsageError as exc:
+        print(f"conv-resample: error: {exc}", file=err)
         return 2
-    print(f"conv-resample {args.command}: not implemented yet", file=sys.stderr)
-    return 2
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("conv-resample: interrupted; unfinished outputs were not kept", file=err)
+        return 130
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

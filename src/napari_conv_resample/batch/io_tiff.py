@@ -1,0 +1,327 @@
+"""TIFF in and out (plain, ImageJ hyperstack, OME-TIFF; BigTIFF when large).
+
+Reading keeps the file open and exposes the first image series both as a
+whole array and as a lazily sliced zarr view (only the pages/tiles a region
+needs are read). Physical metadata comes from ImageJ's ``unit``/``spacing``/
+``finterval``/``x|y|zorigin`` and X/YResolution tags, from OME-XML
+``PhysicalSize*``/``TimeIncrement`` and the first ``Plane``'s ``Position*``,
+or from the JSON description tifffile writes for plain TIFFs (which this tool
+fills with ``scale``/``translate``/``units``). Writing puts the updated
+metadata back in the same places.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+
+import numpy as np
+import tifffile
+
+from .metadata import ImageMeta, normalize_unit, unit_symbol
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+#: Files above this many bytes are written as BigTIFF.
+BIGTIFF_BYTES = 2**31
+_IMAGEJ_ORDER = "TZCYXS"
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+_OME_LETTERS = set("TCZYXS")
+_LENGTH_TO_CM = {"micrometer": 1e-4, "nanometer": 1e-7, "millimeter": 0.1, "centimeter": 1.0}
+
+
+def is_tiff(path):
+    """Whether ``path`` has a TIFF file name."""
+    return str(path).lower().endswith(TIFF_SUFFIXES)
+
+
+class TiffSource:
+    """The first image series of a TIFF file: shape, dtype, lazy regions, metadata."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        with _TifffileLog() as log:
+            try:
+                self._tif = tifffile.TiffFile(self.path)
+            except Exception as exc:
+                raise ValueError(f"not a readable TIFF file: {exc}{log.text()}") from None
+            if not self._tif.pages or not self._tif.series:
+                self._tif.close()
+                raise ValueError(f"the TIFF file holds no readable image{log.text()}")
+        try:
+            self._series = self._tif.series[0]
+            self.shape = tuple(int(n) for n in self._series.shape)
+            self.dtype = np.dtype(self._series.dtype)
+            if not self.shape or 0 in self.shape:
+                raise ValueError(f"the TIFF image is empty (shape {self.shape})")
+            self.meta = read_meta(self._tif, self._series)
+            self._zarr = None
+        except Exception:
+            self._tif.close()
+            raise
+
+    def read(self):
+        """The whole image as a NumPy array."""
+        return self._series.asarray()
+
+    def region(self, index):
+        """``image[index]`` (a tuple of slices) read lazily."""
+        if self._zarr is None:
+            import zarr
+
+            self._zarr = zarr.open(self._series.aszarr(), mode="r")
+        return np.asarray(self._zarr[index])
+
+    def close(self):
+        self._tif.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _TifffileLog(logging.Handler):
+    """Collect tifffile's log messages while opening a file (they explain corrupt files)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def text(self):
+        return f" ({'; '.join(self.messages)})" if self.messages else ""
+
+    def __enter__(self):
+        logger = logging.getLogger("tifffile")
+        self._propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+        return self
+
+    def __exit__(self, *exc):
+        logger = logging.getLogger("tifffile")
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
+
+
+def _resolution(page, tag):
+    t = page.tags.get(tag)
+    if t is None:
+        return None
+    num, den = t.value
+    if not num or not den:
+        return None
+    return den / num  # pixel size: TIFF stores pixels per unit
+
+
+def read_meta(tif, series):
+    """:class:`ImageMeta` of ``series`` in the open ``tif``."""
+    axes = series.axes.upper()
+    ndim = len(axes)
+    scale, translate, units = [1.0] * ndim, [0.0] * ndim, [None] * ndim
+    extra = {}
+
+    def put(letter, size=None, unit=None, origin=None):
+        i = axes.find(letter)
+        if i < 0:
+            return
+        if size is not None and size > 0 and math.isfinite(size):
+            scale[i] = float(size)
+        if unit is not None:
+            units[i] = normalize_unit(unit)
+        if origin is not None and math.isfinite(origin):
+            translate[i] = float(origin)
+
+    page = series.pages[0] if series.pages else tif.pages[0]
+    if tif.is_ome and tif.ome_metadata:
+        flavor = "ome"
+        _read_ome(tif.ome_metadata, put)
+    elif tif.is_imagej:
+        flavor = "imagej"
+        ij = tif.imagej_metadata or {}
+        unit = ij.get("unit")
+        for letter, tag, key in (("X", "XResolution", "xorigin"), ("Y", "YResolution", "yorigin")):
+            size = _resolution(page, tag)
+            origin = ij.get(key)
+            put(
+                letter,
+                size,
+                unit,
+                None if origin is None else -float(origin) * (size or 1.0),
+            )
+        spacing = ij.get("spacing")
+        zorigin = ij.get("zorigin")
+        put(
+            "Z",
+            spacing,
+            unit,
+            None if zorigin is None else -float(zorigin) * float(spacing or 1.0),
+        )
+        if ij.get("finterval"):
+            put("T", float(ij["finterval"]), "second")
+        for key in ("mode", "loop", "ranges", "min", "max"):
+            if key in ij:
+                extra[key] = ij[key]
+    else:
+        flavor = "plain"
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+        if "scale" in shaped and len(shaped["scale"]) == ndim:
+            scale = [float(v) for v in shaped["scale"]]
+            translate = [float(v) for v in shaped.get("translate", [0.0] * ndim)]
+            units = [normalize_unit(u) for u in shaped.get("units", [None] * ndim)]
+        else:
+            unit_tag = page.tags.get("ResolutionUnit")
+            unit_code = int(unit_tag.value) if unit_tag is not None else 2
+            factor = {3: ("centimeter", 1.0), 4: ("millimeter", 1.0), 5: ("micrometer", 1.0)}
+            if unit_code in factor:
+                name, _ = factor[unit_code]
+                put("X", _resolution(page, "XResolution"), name)
+                put("Y", _resolution(page, "YResolution"), name)
+    return ImageMeta(axes, tuple(scale), tuple(translate), tuple(units), flavor, extra)
+
+
+def _read_ome(xml, put):
+    root = ET.fromstring(xml)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    pixels = root.find(f"{ns}Image/{ns}Pixels")
+    if pixels is None:
+        return
+    plane = pixels.find(f"{ns}Plane")
+    for letter in "XYZ":
+        size = pixels.get(f"PhysicalSize{letter}")
+        unit = pixels.get(f"PhysicalSize{letter}Unit", "µm")
+        origin = None
+        if plane is not None and plane.get(f"Position{letter}") is not None:
+            origin = float(plane.get(f"Position{letter}"))
+        put(letter, None if size is None else float(size), unit if size else None, origin)
+    dt = pixels.get("TimeIncrement")
+    if dt is not None:
+        put("T", float(dt), pixels.get("TimeIncrementUnit", "s"))
+
+
+def _imagej_ok(axes, dtype):
+    if np.dtype(dtype) not in [np.dtype(d) for d in _IMAGEJ_DTYPES]:
+        return False
+    if "S" in axes and np.dtype(dtype) != np.uint8:
+        return False
+    pos = [_IMAGEJ_ORDER.find(a) for a in axes]
+    return all(p >= 0 for p in pos) and pos == sorted(pos) and axes.endswith(("YX", "YXS"))
+
+
+def _ome_ok(axes):
+    return set(axes) <= _OME_LETTERS and len(set(axes)) == len(axes) and "YX" in axes
+
+
+def choose_flavor(flavor, axes, dtype):
+    """The TIFF flavor to write: the wanted one if the axes/dtype allow it."""
+    if flavor == "imagej" and not _imagej_ok(axes, dtype):
+        flavor = "ome"
+    if flavor == "ome" and not _ome_ok(axes):
+        flavor = "plain"
+    return flavor
+
+
+def _length_unit(meta, letter):
+    i = meta.index(letter)
+    return None if i is None else meta.units[i]
+
+
+def write_kwargs(meta, shape, dtype):
+    """``tifffile.imwrite`` keywords that store ``meta`` for an image of ``shape``."""
+    flavor = choose_flavor(meta.flavor, meta.axes, dtype)
+    axes = meta.axes
+    rgb = axes.endswith("S") and shape[-1] in (3, 4)
+    kw = {"photometric": "rgb" if rgb else "minisblack"}
+    nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    kw["bigtiff"] = nbytes > BIGTIFF_BYTES - (1 << 24)
+    ix, iy = meta.index("X"), meta.index("Y")
+    if flavor == "imagej":
+        md = {"axes": axes}
+        unit = _length_unit(meta, "X") or _length_unit(meta, "Y") or _length_unit(meta, "Z")
+        if unit:
+            md["unit"] = "um" if unit == "micrometer" else unit_symbol(unit)
+        if ix is not None and iy is not None:
+            kw["resolution"] = (1.0 / meta.scale[ix], 1.0 / meta.scale[iy])
+        for letter, key in (("X", "xorigin"), ("Y", "yorigin"), ("Z", "zorigin")):
+            i = meta.index(letter)
+            if i is not None and meta.translate[i] != 0:
+                md[key] = -meta.translate[i] / meta.scale[i]
+        iz = meta.index("Z")
+        if iz is not None:
+            md["spacing"] = meta.scale[iz]
+        it = meta.index("T")
+        if it is not None and meta.units[it] == "second" and meta.scale[it] != 1.0:
+            md["finterval"] = meta.scale[it]
+        for key in ("mode", "loop", "ranges"):
+            if key in meta.extra:
+                md[key] = meta.extra[key]
+        kw["imagej"] = True
+        kw["metadata"] = md
+    elif flavor == "ome":
+        md = {"axes": axes}
+        n_planes = int(np.prod([n for a, n in zip(axes, shape) if a not in "YXS"], dtype=np.int64))
+        planes = {}
+        for letter in "XYZ":
+            i = meta.index(letter)
+            if i is None:
+                continue
+            md[f"PhysicalSize{letter}"] = meta.scale[i]
+            unit = meta.units[i]
+            if unit:
+                md[f"PhysicalSize{letter}Unit"] = unit_symbol(unit)
+            planes[f"Position{letter}"] = [meta.translate[i]] * n_planes
+            if unit:
+                planes[f"Position{letter}Unit"] = [unit_symbol(unit)] * n_planes
+        it = meta.index("T")
+        if it is not None and meta.scale[it] != 1.0:
+            md["TimeIncrement"] = meta.scale[it]
+            if meta.units[it]:
+                md["TimeIncrementUnit"] = unit_symbol(meta.units[it])
+        if planes:
+            md["Plane"] = planes
+        kw["ome"] = True
+        kw["metadata"] = md
+    else:
+        kw["metadata"] = {
+            "axes": axes,
+            "scale": [float(v) for v in meta.scale],
+            "translate": [float(v) for v in meta.translate],
+            "units": list(meta.units),
+        }
+        unit = _length_unit(meta, "X")
+        if unit in _LENGTH_TO_CM and ix is not None and iy is not None:
+            f = _LENGTH_TO_CM[unit]
+            kw["resolution"] = (1.0 / (meta.scale[ix] * f), 1.0 / (meta.scale[iy] * f))
+            kw["resolutionunit"] = "CENTIMETER"
+    return flavor, kw
+
+
+def write_tiff(path, data, meta, *, shape=None, dtype=None, tile=None):
+    """Write ``data`` (an array, or an iterator of pages/tiles) with ``meta``.
+
+    Returns the flavor written (``imagej`` falls back to ``ome``, ``ome`` to
+    ``plain`` when the axes or dtype do not allow it).
+    """
+    shape = tuple(data.shape) if shape is None else tuple(shape)
+    dtype = np.dtype(data.dtype if dtype is None else dtype)
+    flavor, kw = write_kwargs(meta, shape, dtype)
+    if flavor == "imagej":
+        tile = None  # ImageJ reads strips only
+    if not isinstance(data, np.ndarray):
+        kw.update(shape=shape, dtype=dtype)
+    if tile is not None:
+        kw["tile"] = tuple(tile)
+    tifffile.imwrite(path, data, **kw)
+    return flavor
+
+
+def output_meta_flavor(meta, flavor):
+    """``meta`` to be written as TIFF ``flavor`` (``None``: keep the input's)."""
+    if flavor is None:
+        flavor = meta.flavor if meta.flavor in ("plain", "imagej", "ome") else "ome"
+    return replace(meta, flavor=flavor)

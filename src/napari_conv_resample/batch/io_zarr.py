@@ -1,0 +1,212 @@
+"""Zarr and OME-Zarr (OME-NGFF 0.4 on Zarr v2, 0.5 on Zarr v3) in and out.
+
+OME-Zarr: the first multiscale's axes give the axis letters and units
+(``type: space`` axes are the spatial ones); the scale and translation of
+its first (full-resolution) dataset, composed with the multiscale's own
+``coordinateTransformations``, give the world placement. Outputs are one
+full-resolution dataset ``0`` whose ``coordinateTransformations`` hold the
+new ``scale`` and ``translation``.
+
+Plain Zarr arrays carry this tool's attributes ``axes``/``scale``/
+``translate``/``units`` when it wrote them (and Zarr v3 ``dimension_names``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from .metadata import ImageMeta, guess_axes, normalize_unit
+
+NGFF_VERSIONS = ("0.4", "0.5")
+_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+
+
+def _multiscales(attrs):
+    attrs = dict(attrs)
+    if "ome" in attrs and isinstance(attrs["ome"], dict):
+        ome = attrs["ome"]
+        return ome.get("multiscales"), ome.get("version", "0.5")
+    ms = attrs.get("multiscales")
+    if ms:
+        return ms, ms[0].get("version", "0.4")
+    return None, None
+
+
+def _transforms(items):
+    scale = translation = None
+    for t in items or []:
+        if t.get("type") == "scale" and "scale" in t:
+            scale = [float(v) for v in t["scale"]]
+        elif t.get("type") == "translation" and "translation" in t:
+            translation = [float(v) for v in t["translation"]]
+    return scale, translation
+
+
+def _letter(axis):
+    name = str(axis.get("name", "")).upper()
+    if name in ("T", "C", "Z", "Y", "X"):
+        return name
+    kind = axis.get("type")
+    return {"time": "T", "channel": "C"}.get(kind, "Q")
+
+
+class ZarrSource:
+    """A Zarr array or the full-resolution level of an OME-Zarr image."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        node = zarr.open(self.path, mode="r")
+        if isinstance(node, zarr.Array):
+            self._arr = node
+            self.meta = _plain_meta(node)
+        else:
+            ms, version = _multiscales(node.attrs)
+            if not ms:
+                raise ValueError("a Zarr group without OME-NGFF 'multiscales' metadata")
+            ms0 = ms[0]
+            datasets = ms0.get("datasets") or []
+            if not datasets:
+                raise ValueError("OME-Zarr multiscales has no datasets")
+            self._arr = node[datasets[0]["path"]]
+            ndim = self._arr.ndim
+            axes_md = ms0.get("axes") or []
+            if axes_md and isinstance(axes_md[0], str):  # NGFF 0.3
+                axes_md = [{"name": a} for a in axes_md]
+            letters = "".join(_letter(a) for a in axes_md) if axes_md else guess_axes(ndim)
+            if len(letters) != ndim:
+                raise ValueError(
+                    f"OME-Zarr axes {letters!r} do not match the array's {ndim} dimensions"
+                )
+            s0, t0 = _transforms(datasets[0].get("coordinateTransformations"))
+            s1, t1 = _transforms(ms0.get("coordinateTransformations"))
+            scale = np.ones(ndim) if s0 is None else np.asarray(s0)
+            trans = np.zeros(ndim) if t0 is None else np.asarray(t0)
+            if s1 is not None:  # outer transform applies after the dataset's
+                scale, trans = scale * np.asarray(s1), trans * np.asarray(s1)
+            if t1 is not None:
+                trans = trans + np.asarray(t1)
+            units = tuple(normalize_unit(a.get("unit")) for a in axes_md) or (None,) * ndim
+            self.meta = ImageMeta(
+                letters,
+                tuple(float(v) for v in scale),
+                tuple(float(v) for v in trans),
+                units,
+                "ome-zarr",
+                {"ngff_version": str(version), "axes_md": axes_md, "name": ms0.get("name")},
+            )
+        self.shape = tuple(int(n) for n in self._arr.shape)
+        self.dtype = np.dtype(self._arr.dtype)
+        if not self.shape or 0 in self.shape:
+            raise ValueError(f"the Zarr image is empty (shape {self.shape})")
+
+    def read(self):
+        return np.asarray(self._arr[...])
+
+    def region(self, index):
+        return np.asarray(self._arr[index])
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _plain_meta(arr):
+    attrs = dict(arr.attrs)
+    ndim = arr.ndim
+    axes = attrs.get("axes")
+    if not (isinstance(axes, str) and len(axes) == ndim):
+        names = getattr(arr.metadata, "dimension_names", None)
+        if names and all(n and len(n) == 1 for n in names):
+            axes = "".join(n.upper() for n in names)
+        else:
+            axes = guess_axes(ndim)
+    meta = ImageMeta.default(ndim, axes.upper(), "zarr")
+    if isinstance(attrs.get("scale"), list) and len(attrs["scale"]) == ndim:
+        meta = ImageMeta(
+            meta.axes,
+            tuple(float(v) for v in attrs["scale"]),
+            tuple(float(v) for v in attrs.get("translate", [0.0] * ndim)),
+            tuple(normalize_unit(u) for u in attrs.get("units", [None] * ndim)),
+            "zarr",
+        )
+    return meta
+
+
+def _ngff_axes(meta):
+    out = []
+    for letter, unit in zip(meta.axes, meta.units):
+        axis = {"name": letter.lower(), "type": _TYPES.get(letter, "custom")}
+        if letter == "S":
+            axis["type"] = "channel"
+        if unit:
+            axis["unit"] = unit
+        out.append(axis)
+    return out
+
+
+def ngff_attrs(meta, version="0.4", name=None):
+    """Group attributes of a single-scale OME-Zarr image placed by ``meta``."""
+    ms = {
+        "axes": _ngff_axes(meta),
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [float(v) for v in meta.scale]},
+                    {"type": "translation", "translation": [float(v) for v in meta.translate]},
+                ],
+            }
+        ],
+        "name": name or "image",
+    }
+    if version == "0.5":
+        return {"ome": {"version": "0.5", "multiscales": [ms]}}
+    ms["version"] = version
+    return {"multiscales": [ms]}
+
+
+def create_output(path, kind, shape, dtype, chunks, meta):
+    """Create the output store at ``path`` and return the array to fill.
+
+    ``kind`` is ``'zarr'`` (a plain array, Zarr v3, with this tool's
+    attributes) or ``'ome-zarr'`` (NGFF 0.4 on Zarr v2 unless the input was
+    0.5).
+    """
+    shape, chunks = tuple(shape), tuple(chunks)
+    if kind == "ome-zarr":
+        version = meta.extra.get("ngff_version", "0.4")
+        version = version if version in NGFF_VERSIONS else "0.4"
+        fmt = 3 if version == "0.5" else 2
+        group = zarr.open_group(path, mode="w", zarr_format=fmt)
+        group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name")))
+        kw = {"dimension_names": [a.lower() for a in meta.axes]} if fmt == 3 else {}
+        return group.create_array("0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **kw)
+    return zarr.create_array(
+        store=str(path),
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        fill_value=0,
+        zarr_format=3,
+        dimension_names=[a.lower() for a in meta.axes],
+        attributes={"axes": meta.axes, **meta.to_dict()},
+    )
+
+
+def scratch_array(path, shape, dtype, chunks):
+    """An uncompressed Zarr array used to assemble a TIFF output chunk by chunk."""
+    return zarr.create_array(
+        store=str(path),
+        shape=tuple(shape),
+        dtype=dtype,
+        chunks=tuple(chunks),
+        compressors=None,
+        fill_value=0,
+        zarr_format=3,
+    )

@@ -1,0 +1,167 @@
+"""Axes and physical metadata of an image file, in and out.
+
+Every reader returns an :class:`ImageMeta`: one axis letter per array axis
+(``T``, ``C``, ``Z``, ``Y``, ``X``, ``S`` for RGB samples, ``Q``/``I`` for
+unknown), the world ``scale`` and ``translate`` of each axis (napari's
+pixel-centre convention) and its unit. The spatial axes of a batch job are
+the ``Z``, ``Y``, ``X`` axes unless the user names others; the new scale and
+translate of a result come from :func:`~napari_conv_resample.geometry.place_output`
+applied stage by stage (never a second copy of that formula).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..geometry import place_output
+
+SPATIAL_LETTERS = "ZYX"
+
+#: Unit spellings found in TIFF/ImageJ/OME files, mapped to OME-NGFF names.
+_UNIT_ALIASES = {
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "\\u00b5m": "micrometer",
+    "micrometer": "micrometer",
+    "nm": "nanometer",
+    "nanometer": "nanometer",
+    "mm": "millimeter",
+    "millimeter": "millimeter",
+    "cm": "centimeter",
+    "centimeter": "centimeter",
+    "m": "meter",
+    "meter": "meter",
+    "pm": "picometer",
+    "Å": "angstrom",
+    "angstrom": "angstrom",
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "ms": "millisecond",
+    "millisecond": "millisecond",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+}
+
+#: OME-NGFF unit name -> symbol used by OME-XML and ImageJ.
+_SYMBOLS = {
+    "micrometer": "µm",
+    "nanometer": "nm",
+    "millimeter": "mm",
+    "centimeter": "cm",
+    "meter": "m",
+    "picometer": "pm",
+    "angstrom": "Å",
+    "second": "s",
+    "millisecond": "ms",
+    "minute": "min",
+    "hour": "h",
+}
+
+
+def normalize_unit(unit):
+    """An NGFF unit name for ``unit`` (``'um'`` -> ``'micrometer'``); ``None`` if none."""
+    if unit is None:
+        return None
+    u = str(unit).strip()
+    if not u or u.lower() in ("pixel", "pixels", "none", "inch"):
+        return None
+    return _UNIT_ALIASES.get(u, _UNIT_ALIASES.get(u.lower(), u))
+
+
+def unit_symbol(unit):
+    """Short symbol of an NGFF unit name (``'micrometer'`` -> ``'µm'``)."""
+    if unit is None:
+        return None
+    return _SYMBOLS.get(unit, unit)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Axes and world placement of an image (one entry per array axis)."""
+
+    axes: str
+    scale: tuple
+    translate: tuple
+    units: tuple
+    flavor: str = "plain"  # plain | imagej | ome (TIFF), zarr | ome-zarr
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def default(cls, ndim, axes=None, flavor="plain"):
+        """Metadata of an image without any: unit pixels, origin 0."""
+        axes = axes or guess_axes(ndim)
+        return cls(axes, (1.0,) * ndim, (0.0,) * ndim, (None,) * ndim, flavor)
+
+    def spatial_axes(self):
+        """Indices of the Z, Y and X axes."""
+        return tuple(i for i, a in enumerate(self.axes) if a in SPATIAL_LETTERS)
+
+    def index(self, letter):
+        """Index of the axis ``letter`` or ``None``."""
+        i = self.axes.find(letter)
+        return None if i < 0 else i
+
+    def to_dict(self):
+        """JSON-ready dict (for reports)."""
+        return {
+            "axes": self.axes,
+            "scale": [float(v) for v in self.scale],
+            "translate": [float(v) for v in self.translate],
+            "units": list(self.units),
+        }
+
+
+def guess_axes(ndim):
+    """Axis letters of an array without axes metadata: ``...YX``, unknown leading axes."""
+    if ndim == 1:
+        return "X"
+    return "Q" * (ndim - 2) + "YX"
+
+
+def resolve_axes(meta, axes_option):
+    """The spatial axes for a job: from ``--axes`` or the file's Z/Y/X axes.
+
+    ``axes_option`` is ``None``, a string of axis letters (``'ZYX'``, ``'YX'``)
+    or a sequence of ints (negative allowed).
+    """
+    ndim = len(meta.axes)
+    if axes_option is None:
+        axes = meta.spatial_axes()
+        if not axes:
+            raise ValueError(f"the file's axes {meta.axes!r} have no Z, Y or X axis; pass --axes")
+        return axes
+    if isinstance(axes_option, str):
+        out = []
+        for letter in axes_option.upper():
+            i = meta.index(letter)
+            if i is None:
+                raise ValueError(
+                    f"--axes {axes_option}: the file's axes are {meta.axes!r}, no {letter!r}"
+                )
+            out.append(i)
+        return tuple(sorted(out))
+    out = []
+    for a in axes_option:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"--axes: axis {a} is out of range for a {ndim}-D image")
+        out.append(a % ndim)
+    return tuple(sorted(set(out)))
+
+
+def updated(meta, specs):
+    """Metadata of the result of ``specs`` (stages in order) applied to an image.
+
+    Scale and translate are moved stage by stage with
+    :func:`~napari_conv_resample.geometry.place_output`; axes, units and
+    non-spatial axes are carried over.
+    """
+    scale, translate = tuple(meta.scale), tuple(meta.translate)
+    for spec in specs:
+        scale, translate = place_output(spec, scale, translate)
+    return replace(meta, scale=tuple(scale), translate=tuple(translate))

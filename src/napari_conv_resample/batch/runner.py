@@ -1,0 +1,376 @@
+"""Per-file processing of a batch: plan, skip, compute, write safely, report.
+
+Every output is written under a hidden temporary name next to its final
+place (``.NAME.partial``) and renamed only when complete, so an interrupted
+run never leaves an output that looks finished and a rerun redoes exactly
+the files without one. Inputs are never written to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..operators import cast_result, compute_dtype
+from ..pipeline import Pipeline
+from . import chunked
+from .discover import Found, is_zarr
+from .io_tiff import TiffSource, output_meta_flavor, write_tiff
+from .io_zarr import ZarrSource, create_output, scratch_array
+from .metadata import resolve_axes, updated
+
+FORMATS = ("tiff", "zarr", "ome-zarr")
+#: Inputs at most this large (bytes, as float32) are processed in memory
+#: unless ``--chunks`` is given or a dask cluster is used.
+IN_MEMORY_BYTES = 512 * 2**20
+_TIFF_TILE = 256
+
+
+@dataclass
+class Options:
+    pipeline: Pipeline
+    output_dir: Path
+    axes: object = None
+    backend: str = "auto"
+    preserve_dtype: bool = False
+    format: str | None = None
+    chunks: object = None
+    overwrite: bool = False
+    suffix: str = ""
+    workers: int | None = None
+    scheduler: str | None = None
+
+
+@dataclass
+class Result:
+    input: str
+    output: str | None
+    status: str  # done | skipped | failed
+    reason: str | None = None
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 4),
+            **self.info,
+        }
+
+
+def open_source(path):
+    """A :class:`TiffSource` or :class:`ZarrSource` for ``path``."""
+    if is_zarr(path):
+        return ZarrSource(path)
+    if Path(path).is_dir():
+        raise ValueError("a folder that is not a Zarr store")
+    return TiffSource(path)
+
+
+def input_kind(path):
+    if is_zarr(path):
+        try:
+            src = ZarrSource(path)
+            return src.meta.flavor
+        except Exception:
+            return "zarr"
+    return "tiff"
+
+
+_STRIP = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".btf", ".tf8")
+
+
+def split_name(name):
+    low = name.lower()
+    for ext in _STRIP:
+        if low.endswith(ext):
+            return name[: -len(ext)], name[-len(ext) :]
+    return name, ""
+
+
+def output_path(found, options):
+    """Where the result of ``found`` goes (format from the input unless ``--format``)."""
+    stem, ext = split_name(found.rel.name)
+    fmt = options.format
+    kind = "tiff" if not is_zarr(found.path) else None
+    if fmt is None or (fmt == "tiff" and kind == "tiff"):
+        if kind == "tiff":
+            new_ext = ext
+        else:
+            new_ext = ext if ext else ".zarr"
+    elif fmt == "tiff":
+        new_ext = ".ome.tif"
+    elif fmt == "zarr":
+        new_ext = ".zarr"
+    else:
+        new_ext = ".ome.zarr"
+    return Path(options.output_dir) / found.rel.parent / f"{stem}{options.suffix}{new_ext}"
+
+
+def partial_path(path):
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _remove(path):
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _commit(tmp, final):
+    """Rename the finished ``tmp`` onto ``final`` (replacing an old output)."""
+    final = Path(final)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        _remove(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)
+
+
+def output_dtype(in_dtype, n_stages, preserve_dtype):
+    """The dtype of the result: the input's with ``preserve_dtype``, else the compute dtype."""
+    if preserve_dtype:
+        return np.dtype(in_dtype)
+    dt = np.dtype(in_dtype)
+    for _ in range(n_stages):
+        dt = compute_dtype(dt)
+    return dt
+
+
+def out_format(found, options, meta):
+    if options.format:
+        return options.format
+    return "tiff" if meta.flavor in ("plain", "imagej", "ome") else meta.flavor
+
+
+def describe(found, options):
+    """Open an input and plan its job without reading pixels (for ``inspect``/reports)."""
+    with open_source(found.path) as src:
+        return _plan(src, found, options)
+
+
+def _plan(src, found, options):
+    meta = src.meta
+    axes = resolve_axes(meta, options.axes)
+    specs = options.pipeline.specs(src.shape, axes)
+    meta_out = updated(meta, specs)
+    fmt = out_format(found, options, meta)
+    dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
+    return {
+        "axes": meta.axes,
+        "spatial_axes": "".join(meta.axes[a] for a in axes),
+        "shape_in": list(src.shape),
+        "shape_out": list(specs[-1].output_shape),
+        "dtype_in": src.dtype.name,
+        "dtype_out": dtype.name,
+        "format": fmt,
+        "meta_in": meta.to_dict(),
+        "meta_out": meta_out.to_dict(),
+        "_specs": specs,
+        "_meta_out": meta_out,
+        "_axes": axes,
+    }
+
+
+def use_chunks(src, options):
+    if options.chunks is not None or options.workers or options.scheduler:
+        return True
+    return int(np.prod(src.shape, dtype=np.float64)) * 4 > IN_MEMORY_BYTES
+
+
+def process(found, options, *, client=None, chunk_progress=None):
+    """Process one input; never raises for a bad file (the result says why)."""
+    t0 = time.perf_counter()
+    final = output_path(found, options)
+    res = Result(str(found.path), str(final), "done")
+    if final.exists() and not options.overwrite:
+        res.status, res.reason = "skipped", "output exists (use --overwrite to redo)"
+        return res
+    tmp = partial_path(final)
+    scratch = final.with_name(f".{final.name}.scratch.zarr")
+    try:
+        with open_source(found.path) as src:
+            plan = _plan(src, found, options)
+            res.info = {k: v for k, v in plan.items() if not k.startswith("_")}
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _remove(tmp)
+            _remove(scratch)
+            chunks_used = _compute_and_write(
+                src, found, plan, options, tmp, scratch, client, chunk_progress
+            )
+            res.info["chunks"] = chunks_used
+        _commit(tmp, final)
+    except KeyboardInterrupt:
+        _remove(tmp)
+        _remove(scratch)
+        raise
+    except Exception as exc:  # one bad file never stops the batch
+        res.status = "failed"
+        res.reason = f"{type(exc).__name__}: {exc}"
+        res.info["traceback"] = traceback.format_exc(limit=4)
+        res.output = None
+        _remove(tmp)
+    finally:
+        _remove(scratch)
+        res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_progress):
+    specs, meta_out, axes = plan["_specs"], plan["_meta_out"], plan["_axes"]
+    fmt = plan["format"]
+    out_shape = tuple(specs[-1].output_shape)
+    dtype = np.dtype(plan["dtype_out"])
+    if not use_chunks(src, options):
+        data = src.read()
+        out = options.pipeline(data, axes=axes, backend=options.backend)
+        out = cast_result(out, data.dtype, options.preserve_dtype)
+        if fmt == "tiff":
+            write_tiff(tmp, out, output_meta_flavor(meta_out, None))
+        else:
+            arr = create_output(
+                tmp, fmt, out.shape, out.dtype, _store_chunks(out.shape, axes, meta_out), meta_out
+            )
+            arr[...] = out
+        if chunk_progress is not None:
+            chunk_progress(1, 1)
+        return None
+    compute = chunked.parse_chunks(options.chunks, out_shape, axes, meta_out.axes)
+    if fmt == "tiff":
+        store = _tiff_store_chunks(out_shape, compute, meta_out.axes)
+        compute = tuple(max(c, s) // s * s for c, s in zip(compute, store))
+        target = scratch_array(scratch, out_shape, dtype, store)
+    else:
+        store = compute
+        target = create_output(tmp, fmt, out_shape, dtype, store, meta_out)
+    regions = chunked.chunk_grid(out_shape, compute)
+    if chunk_progress is not None:
+        chunk_progress(0, len(regions))
+    kwargs = dict(
+        in_dtype=src.dtype, preserve_dtype=options.preserve_dtype, backend=options.backend
+    )
+    if client is None:
+        for region in regions:
+            index = tuple(slice(a, b) for a, b in region)
+            target[index] = chunked.compute_region(specs, src.region, region, **kwargs)
+            if chunk_progress is not None:
+                chunk_progress(1, None)
+    else:
+        from distributed import as_completed
+
+        store_path = str(scratch if fmt == "tiff" else _array_path(tmp, fmt))
+        futures = [
+            client.submit(
+                _remote_chunk, str(found.path), store_path, specs, region, kwargs, pure=False
+            )
+            for region in regions
+        ]
+        for fut in as_completed(futures):
+            fut.result()
+            if chunk_progress is not None:
+                chunk_progress(1, None)
+    if fmt == "tiff":
+        flavor_meta = output_meta_flavor(meta_out, None)
+        written = _tiff_flavor_written(flavor_meta, dtype)
+        iy = len(out_shape) - (3 if meta_out.axes[-1] == "S" else 2)
+        write_tiff(
+            tmp,
+            _tiff_pieces(target, flavor_meta, dtype),
+            flavor_meta,
+            shape=out_shape,
+            dtype=dtype,
+            tile=None if written == "imagej" else (store[iy], store[iy + 1]),
+        )
+    return list(compute)
+
+
+def _array_path(tmp, fmt):
+    return Path(tmp) / "0" if fmt == "ome-zarr" else Path(tmp)
+
+
+def _tiff_flavor_written(meta, dtype):
+    from .io_tiff import choose_flavor
+
+    return choose_flavor(meta.flavor, meta.axes, dtype)
+
+
+def _store_chunks(shape, axes, meta):
+    return chunked.auto_chunks(shape, axes, meta.axes)
+
+
+def _tiff_store_chunks(shape, compute, letters):
+    """Scratch-store chunks for a TIFF: one plane deep, tiles of 16*n pixels."""
+    out = []
+    plane = [i for i, a in enumerate(letters) if a in "YX"][-2:]
+    for i, (n, c) in enumerate(zip(shape, compute)):
+        if letters[i] == "S":
+            out.append(n)
+        elif i in plane:
+            out.append(max(16, min(c, _TIFF_TILE) // 16 * 16))
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def _tiff_pieces(arr, meta, dtype):
+    """Pages (ImageJ: whole planes) or tiles of ``arr`` in TIFF order."""
+    import itertools
+
+    shape = tuple(arr.shape)
+    rgb = meta.axes[-1] == "S"
+    plane_nd = 3 if rgb else 2
+    lead = shape[: len(shape) - plane_nd]
+    ny, nx = shape[len(lead)], shape[len(lead) + 1]
+    imagej = _tiff_flavor_written(meta, dtype) == "imagej"
+    chunks = arr.chunks
+    ty, tx = chunks[len(lead)], chunks[len(lead) + 1]
+    for page in itertools.product(*[range(n) for n in lead]):
+        if imagej:
+            yield np.asarray(arr[page])
+            continue
+        for y in range(0, ny, ty):
+            for x in range(0, nx, tx):
+                yield np.asarray(arr[page + (slice(y, y + ty), slice(x, x + tx))])
+
+
+_SOURCES = {}
+
+
+def _remote_chunk(path, store_path, specs, region, kwargs):
+    """One chunk on a dask worker: read its halo, compute, write its output chunk."""
+    import zarr
+
+    src = _SOURCES.get(path)
+    if src is None:
+        if len(_SOURCES) > 4:
+            for s in _SOURCES.values():
+                s.close()
+            _SOURCES.clear()
+        src = _SOURCES[path] = open_source(path)
+    out = chunked.compute_region(specs, src.region, region, **kwargs)
+    arr = zarr.open_array(store_path, mode="r+")
+    arr[tuple(slice(a, b) for a, b in region)] = out
+    return out.shape
+
+
+def summarize(results, seconds):
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    return {**counts, "seconds": round(seconds, 3), "files": [r.to_dict() for r in results]}
+
+
+__all__ = ["FORMATS", "Found", "Options", "Result", "process", "summarize", "replace"]
