@@ -175,6 +175,22 @@ def test_kernel_larger_than_image_and_large_padding(mode, blocking):
     assert_matches_reference(spec, x, np.float64)
 
 
+def test_up_output_phases_without_taps_are_zero(blocking):
+    # k=1, s=2, padding (1, 0), output_padding 1: the one output pixel gets no tap.
+    spec = resolve_spec(
+        "up",
+        (1, 3),
+        kernel=[[2.0]],
+        stride=2,
+        padding=((1, 0), (1, 0)),
+        output_padding=1,
+        axes=(0, 1),
+    )
+    x = np.ones((1, 3), np.float32)
+    assert_matches_reference(spec, x, np.float32)
+    assert not run_spec(spec, x, np.float32)[0].any()
+
+
 def test_public_operators_use_the_engine_and_keep_results():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 4000, size=(33, 40)).astype(np.uint16)
@@ -191,9 +207,9 @@ def test_public_operators_use_the_engine_and_keep_results():
 @pytest.mark.parametrize("op", ["down", "up"])
 def test_integer_input_is_converted_block_by_block(op):
     """Peak extra memory beyond the output stays far below a whole-image float copy."""
-    x = np.zeros((1024, 1024), dtype=np.uint16)  # 2 MiB; as float32 it would be 4 MiB
+    x = np.zeros((2048, 2048), dtype=np.uint16)  # 8 MiB; as float32 it would be 16 MiB
     if op == "down":
-        spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2, dilation=2)
+        spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2, padding=1)
     else:
         spec = resolve_spec("up", x.shape, kernel="bilinear", stride=2)
     out_bytes = int(np.prod(spec.output_shape)) * 4
@@ -203,8 +219,9 @@ def test_integer_input_is_converted_block_by_block(op):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Block buffers only: a whole-image float copy alone would be 200% of the input.
-    assert peak - out_bytes <= 0.25 * x.nbytes + 6 * _engine_numpy.BLOCK_BYTES
+    # Block buffers only (issue 5: <= 25% of the input); a whole-image float
+    # copy alone would be 200%.
+    assert peak - out_bytes <= 0.25 * x.nbytes
 
 
 @st.composite

@@ -14,10 +14,13 @@ Both operators are rewritten as *stride-1* correlations of decimated sources
   ``c_t = (phi + p_lo - d*t) / s`` (zero outside ``y``). Every output pixel is
   written once; nothing is zero-stuffed or scattered.
 
-The output is cut into blocks (all phases of a block together) small enough
-that the accumulator, the product buffer and the gathered sources stay in
-L2; blocks run on a thread pool (NumPy releases the GIL). Interior blocks of
-stride-1 float sources read views of the input directly.
+The output is cut into blocks (all phases of a block together). Per block the
+input region is converted and border-padded once into a contiguous slab, the
+phase groups are split off it, and every tap is one contiguous 1-D window of
+a group buffer (the flat layout of :func:`_run_block`), so NumPy runs long
+SIMD inner loops on cache-resident data. Blocks run on a thread pool (NumPy
+releases the GIL). Working memory is a few blocks per thread, never a
+whole-image copy.
 
 Exactness: within each output pixel the taps are summed in the reference
 engine's order (``np.ndindex`` over the kernel), each product rounded to the
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +44,13 @@ import numpy as np
 
 from .padding import source_index
 
-#: Target size in bytes of one block's output. The working set is about three
-#: times this (accumulator, product buffer, gathered sources) and stays in the
-#: last-level cache; bigger blocks mean fewer, longer NumPy calls, which beat
-#: L2-sized blocks on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3).
-BLOCK_BYTES = 1 << 20
+#: Target working set in bytes of one block: its output, the product buffer
+#: and the gathered sources (about one source element per phase group per
+#: output point). Blocks never go below :data:`MIN_BLOCK_ELEMENTS` output
+#: points, so each NumPy call is long enough to hide its overhead.
+#: Tuned on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3).
+BLOCK_BYTES = 2 << 20
+MIN_BLOCK_ELEMENTS = 1 << 14
 #: Below this many output elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
@@ -79,6 +85,24 @@ class _Program:
     length: tuple
     src_step: tuple
     taps: tuple
+
+    def groups(self):
+        """``{base: (lowest offset, highest offset, tap count)}`` per source phase."""
+        out = {}
+        for _, base, offset in self.taps:
+            old = out.get(base)
+            if old is None:
+                out[base] = (offset, offset, 1)
+            else:
+                lo = tuple(min(a, b) for a, b in zip(old[0], offset))
+                hi = tuple(max(a, b) for a, b in zip(old[1], offset))
+                out[base] = (lo, hi, old[2] + 1)
+        return out
+
+    def with_dtype(self, dtype):
+        """This program with its weights as ``dtype`` scalars (rounded as the reference does)."""
+        taps = tuple((dtype.type(w), b, q) for w, b, q in self.taps)
+        return _Program(self.phase, self.step, self.length, self.src_step, taps)
 
 
 def _down_program(spec):
@@ -176,21 +200,34 @@ def _src_slices(ranges, src_step, base):
     )
 
 
-def _gather(x, bsl, ranges, src_step, base, mode, dtype, allow_view):
-    """Source buffer ``x[b, step*u + base]`` for ``u`` in ``ranges``, in ``dtype``.
+class _Scratch(threading.local):
+    """Per-thread working buffers of one call, reused block after block.
 
-    A view of ``x`` when allowed and entirely inside the image; otherwise a new
-    array filled run by run: the interior by slicing (converting to ``dtype``),
-    the border by zeros or by the border mode's index map.
+    Fresh allocations of a few hundred KiB are page-faulted in on every block
+    (glibc serves them with ``mmap``), which cost more than the arithmetic.
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, role, shape, dtype):
+        size = math.prod(shape) * dtype.itemsize
+        buf = self.buffers.get(role)
+        if buf is None or buf.nbytes < size:
+            buf = self.buffers[role] = np.empty(max(size, 1), dtype=np.uint8)
+        return buf[:size].view(dtype).reshape(shape)
+
+
+def _gather(x, bsl, ranges, src_step, base, mode, buf):
+    """Fill ``buf`` with ``x[b, step*u + base]`` for ``u`` in ``ranges`` (converting).
+
+    Run by run: the interior by slicing, the border by zeros or by the border
+    mode's index map.
     """
     lengths = x.shape[1:]
     runs = [
         _segments(u0, u1, st, b, L) for (u0, u1), st, b, L in zip(ranges, src_step, base, lengths)
     ]
-    if allow_view and all(len(r) == 1 and r[0][2] for r in runs):
-        return x[(bsl,) + _src_slices(ranges, src_step, base)]
-    shape = (bsl.stop - bsl.start,) + tuple(u1 - u0 for u0, u1 in ranges)
-    buf = np.empty(shape, dtype=dtype)
     for combo in itertools.product(*runs):
         target = buf[
             (slice(None),)
@@ -214,69 +251,89 @@ def _gather(x, bsl, ranges, src_step, base, mode, dtype, allow_view):
             else:
                 part = x[(bsl,) + np.ix_(*maps)]
             np.copyto(target, part, casting="unsafe")
-    return buf
 
 
-def _run_block(x, out, programs, mode, dtype, outer, brange, mranges):
+def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
     """Compute every program on one block: batch ``brange``, sub-grid ``mranges``.
 
-    Sources are gathered once per block and shared by all programs (phases).
+    Every phase group's source is gathered once into a buffer of one common
+    shape ``(batch, *extent)``; programs (output phases) share them. In the
+    flattened buffers a tap's window is then one contiguous 1-D range, so each
+    NumPy call runs one long inner loop however short the image rows are; the
+    accumulator has the buffers' layout (its last rows and columns are
+    scratch) and is copied into the output at the end.
     """
     xo, oo = x[outer], out[outer]
     bsl = slice(*brange)
-    jobs, need = [], {}
-    for prog in programs:
-        ranges = [(m0, min(m1, L)) for (m0, m1), L in zip(mranges, prog.length)]
-        if any(m0 >= m1 for m0, m1 in ranges):
+    nb = brange[1] - brange[0]
+    groups = programs[0][2]  # {base: (lowest offset, highest offset)}, all programs
+    block = [m1 - m0 for m0, m1 in mranges]
+    extent = [
+        n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
+        for a, n in enumerate(block)
+    ]
+    layout = (nb, *extent)
+    strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
+    size = strides[0] * nb
+    st = programs[0][0].src_step
+    # First source index of each group, per axis.
+    first = {
+        base: [s * (m0 + q) + b for (m0, _m1), q, s, b in zip(mranges, lo, st, base)]
+        for base, (lo, _hi) in groups.items()
+    }
+    raw = None
+    if len(groups) > 1 and (xo.dtype != dtype or any(s > 1 for s in st)):
+        # Convert and pad the block's whole input region once, contiguously;
+        # the phase groups are then strided slices of this cached slab.
+        r0 = [min(f[a] for f in first.values()) for a in range(len(st))]
+        r1 = [
+            max(f[a] for f in first.values()) + s * (e - 1) + 1
+            for a, (s, e) in enumerate(zip(st, extent))
+        ]
+        raw = scratch.get("raw", (nb, *[b - a for a, b in zip(r0, r1)]), dtype)
+        _gather(xo, bsl, list(zip(r0, r1)), (1,) * len(st), (0,) * len(st), mode, raw)
+    sources = {}
+    for i, (base, (lo, _hi)) in enumerate(groups.items()):
+        buf = scratch.get(("src", i), layout, dtype)
+        if raw is None:
+            ranges = [(m0 + q, m0 + q + e) for (m0, _m1), q, e in zip(mranges, lo, extent)]
+            _gather(xo, bsl, ranges, st, base, mode, buf)
+        else:
+            sl = tuple(
+                slice(f - a, f - a + s * (e - 1) + 1, s)
+                for f, a, s, e in zip(first[base], r0, st, extent)
+            )
+            np.copyto(buf, raw[(slice(None), *sl)])
+        sources[base] = (buf.reshape(-1), lo)
+    acc = scratch.get("acc", (size,), dtype)
+    tmp = scratch.get("tmp", (size,), dtype)
+    for prog, _groups, _all in programs:
+        ext = [min(m1, L) - m0 for (m0, m1), L in zip(mranges, prog.length)]
+        if min(ext) <= 0:
             continue
         out_block = oo[
             (bsl,)
             + tuple(
-                slice(f + st * m0, f + st * (m1 - 1) + 1, st)
-                for (m0, m1), f, st in zip(ranges, prog.phase, prog.step)
+                slice(f + s * m0, f + s * (m0 + e - 1) + 1, s)
+                for (m0, _m1), e, f, s in zip(mranges, ext, prog.phase, prog.step)
             )
         ]
-        jobs.append((prog, ranges, out_block))
-        for _, base, offset in prog.taps:
-            lo_hi = [(m0 + q, m1 + q) for (m0, m1), q in zip(ranges, offset)]
-            old = need.get(base)
-            if old is not None:
-                lo_hi = [(min(a0, b0), max(a1, b1)) for (a0, a1), (b0, b1) in zip(old[0], lo_hi)]
-            need[base] = (lo_hi, (old[1] if old else 0) + 1)
-    same_dtype = xo.dtype == dtype
-    sources = {}
-    for base, (src_ranges, count) in need.items():
-        st = programs[0].src_step
-        allow_view = same_dtype and (all(v == 1 for v in st) or count == 1)
-        buf = _gather(xo, bsl, src_ranges, st, base, mode, dtype, allow_view)
-        sources[base] = (buf, [u0 for u0, _ in src_ranges])
-    for prog, ranges, out_block in jobs:
-        _accumulate(out_block, prog, ranges, sources, dtype)
-
-
-def _accumulate(out_block, prog, ranges, sources, dtype):
-    """``out_block = sum_t w[t] * source window of t``, in the reference's order."""
-    if not prog.taps:
-        out_block[...] = 0
-        return
-    acc = out_block if out_block.flags.c_contiguous else np.empty(out_block.shape, dtype)
-    tmp = np.empty(out_block.shape, dtype) if len(prog.taps) > 1 else None
-    scalar = dtype.type
-    for i, (w, base, offset) in enumerate(prog.taps):
-        buf, start = sources[base]
-        view = buf[
-            (slice(None),)
-            + tuple(
-                slice(m0 + q - u0, m1 + q - u0) for (m0, m1), q, u0 in zip(ranges, offset, start)
-            )
-        ]
-        if i == 0:
-            np.multiply(view, scalar(w), out=acc)
-        else:
-            np.multiply(view, scalar(w), out=tmp)
-            np.add(acc, tmp, out=acc)
-    if acc is not out_block:
-        out_block[...] = acc
+        if not prog.taps:
+            out_block[...] = 0
+            continue
+        # Flat length covering every needed output of this program.
+        n = 1 + sum((e - 1) * k for e, k in zip((nb, *ext), strides))
+        for i, (w, base, offset) in enumerate(prog.taps):
+            flat, lo = sources[base]
+            start = sum((q - q0) * k for q, q0, k in zip(offset, lo, strides[1:]))
+            view = flat[start : start + n]
+            if i == 0:
+                np.multiply(view, w, out=acc[:n])
+            else:
+                np.multiply(view, w, out=tmp[:n])
+                np.add(acc[:n], tmp[:n], out=acc[:n])
+        grid = acc[:size].reshape(layout)
+        out_block[...] = grid[(slice(None),) + tuple(slice(0, e) for e in ext)]
 
 
 def _count(grid, extents):
@@ -301,8 +358,19 @@ def run(spec, x, dtype):
     n = len(spec.axes)
     outer_shape = oc.shape[: oc.ndim - n - 1]
     grid = (oc.shape[-n - 1],) + tuple(max(p.length[i] for p in programs) for i in range(n))
-    per_point = len(programs)  # output pixels per sub-grid point
-    extents = _block_extents(grid, BLOCK_BYTES // (dtype.itemsize * per_point))
+    # Working-set elements per sub-grid point: outputs (one per program),
+    # the product buffer, and one source element per phase group.
+    # Working-set elements per sub-grid point: the accumulator and product
+    # buffer (one per program's output pixel), one source element per phase
+    # group, and the raw slab when groups are split off one.
+    n_groups = len({b for p in programs for _, b, _ in p.taps})
+    per_point = 2 * len(programs) + n_groups
+    if n_groups > 1:
+        per_point += math.prod(programs[0].src_step)
+    # Never more than ~1/8 of the input per thread (the memory target is 25%).
+    budget = min(BLOCK_BYTES, max(x.nbytes // (8 * workers()), 1 << 18))
+    elements = budget // (dtype.itemsize * per_point)
+    extents = _block_extents(grid, max(elements, MIN_BLOCK_ELEMENTS // len(programs)))
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
     if out.size >= PARALLEL_MIN_ELEMENTS:
         # Enough blocks to keep every thread busy to the end.
@@ -323,8 +391,19 @@ def run(spec, x, dtype):
         )
     ]
 
+    scratch = _Scratch()
+    union = {}
+    for p in programs:
+        for base, (lo, hi, _n) in p.groups().items():
+            old = union.get(base, (lo, hi))
+            union[base] = (
+                tuple(min(a, b) for a, b in zip(old[0], lo)),
+                tuple(max(a, b) for a, b in zip(old[1], hi)),
+            )
+    programs = [(p.with_dtype(dtype), p.groups(), union) for p in programs]
+
     def work(task):
-        _run_block(xc, oc, programs, spec.mode, dtype, *task)
+        _run_block(xc, oc, programs, spec.mode, dtype, scratch, *task)
 
     if len(tasks) == 1 or workers() == 1 or out.size < PARALLEL_MIN_ELEMENTS:
         for task in tasks:

@@ -1,0 +1,378 @@
+"""Speed and memory of napari-conv-resample against its peers (issue 5).
+
+Run from the repository root::
+
+    python benchmarks/run_benchmarks.py            # full sizes (a few minutes on 2 cores)
+    python benchmarks/run_benchmarks.py --quick    # small sizes, a smoke run
+
+Prints, per case, the median time of this project and of every peer that is
+installed (PyTorch CPU, NumPy ``copy``, SciPy ``ndimage.correlate``,
+scikit-image pyramids; CuPy / PyTorch CUDA on a GPU), the ratio
+``peer / ours`` (> 1: we are faster) and the issue's target; absent peers
+are skipped with a note. Then the peak extra memory of a down and an up call
+beyond their output (``tracemalloc``; NumPy reports its buffers to it) as a
+fraction of the input. Every peer's result is checked against ours first.
+Times are medians of ``--repeat`` runs after one warm-up, default threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from napari_conv_resample import dilated_downsample, transpose_upsample  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - optional peer
+    torch = None
+try:
+    import scipy.ndimage as ndi
+except ImportError:  # pragma: no cover
+    ndi = None
+try:
+    from skimage.transform import pyramid_expand, pyramid_reduce
+except ImportError:  # pragma: no cover
+    pyramid_reduce = pyramid_expand = None
+
+ROWS = []
+
+
+def median_ms(fn, repeat):
+    fn()  # warm-up (thread pool, page faults, caches)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def report(case, ours_ms, peer, peer_ms, target=None, faster=True):
+    """Add a row; ``faster``: target ``peer/ours >= target``, else ``ours/peer <= target``."""
+    if peer_ms is None:
+        ROWS.append((case, ours_ms, peer, None, None, target, "skipped: not installed"))
+        return
+    ratio = peer_ms / ours_ms
+    if target is None:
+        verdict = ""
+    elif faster:
+        verdict = "met" if ratio >= target else "NOT met"
+    else:
+        verdict = "met" if ours_ms / peer_ms <= target else "NOT met"
+    tgt = (
+        "" if target is None else (f">= {target}x faster" if faster else f"<= {target}x its time")
+    )
+    ROWS.append((case, ours_ms, peer, peer_ms, ratio, tgt, verdict))
+
+
+def check_close(name, ours, theirs, rtol=1e-4):
+    theirs = np.asarray(theirs, dtype=np.float64)
+    scale = max(1.0, float(np.abs(theirs).max()))
+    err = float(np.abs(np.asarray(ours, dtype=np.float64) - theirs).max()) / scale
+    if err > rtol:
+        raise AssertionError(f"{name}: results differ from ours by {err:.3g} (relative)")
+
+
+def bench_down_2d(n, repeat, rng):
+    x = rng.random((n, n), dtype=np.float32)
+    w = rng.random((3, 3))
+    case = f"down {n}x{n} f32, 3x3, s2 d2 p2"
+
+    def ours():
+        return dilated_downsample(x, w, stride=2, dilation=2, padding=2, mode="zeros")
+
+    y = ours()
+    t = median_ms(ours, repeat)
+    report(case, t, "np.copy", median_ms(x.copy, repeat), 3, faster=False)
+    if torch is not None:
+        tx = torch.from_numpy(x)[None, None]
+        tw = torch.from_numpy(w.astype(np.float32))[None, None]
+
+        def peer():
+            return F.conv2d(tx, tw, stride=2, dilation=2, padding=2)
+
+        check_close("torch conv2d", y, peer()[0, 0].numpy())
+        report(case, t, "torch conv2d", median_ms(peer, repeat), 5)
+    else:
+        report(case, t, "torch conv2d", None)
+    if ndi is not None:
+        stuffed = np.zeros((5, 5), np.float32)
+        stuffed[::2, ::2] = w
+
+        def peer():
+            return ndi.correlate(x, stuffed, mode="constant")[::2, ::2]
+
+        check_close("scipy correlate", y, peer())
+        report(case, t, "scipy correlate+slice", median_ms(peer, repeat), 5)
+    else:
+        report(case, t, "scipy correlate+slice", None)
+
+
+def bench_up_2d(n, repeat, rng):
+    x = rng.random((n, n), dtype=np.float32)
+    w = rng.random((4, 4))
+    case = f"up {n}x{n} -> {2 * n}x{2 * n} f32, 4x4, s2 p1"
+
+    def ours():
+        return transpose_upsample(x, w, stride=2, padding=1)
+
+    y = ours()
+    t = median_ms(ours, repeat)
+    if torch is not None:
+        tx = torch.from_numpy(x)[None, None]
+        tw = torch.from_numpy(w.astype(np.float32))[None, None]
+
+        def peer():
+            return F.conv_transpose2d(tx, tw, stride=2, padding=1)
+
+        check_close("torch conv_transpose2d", y, peer()[0, 0].numpy())
+        report(case, t, "torch conv_transpose2d", median_ms(peer, repeat), 3)
+    else:
+        report(case, t, "torch conv_transpose2d", None)
+    report(case, t, "np.copy (of output size)", median_ms(y.copy, repeat))
+
+
+def bench_down_3d(shape, repeat, rng):
+    x = rng.integers(0, 4096, size=shape, dtype=np.uint16)
+    w = rng.random((3, 3, 3))
+    case = "down {}x{}x{} u16->f32, 3x3x3, s2 p1".format(*shape)
+
+    def ours():
+        return dilated_downsample(x, w, stride=2, padding=1, mode="zeros")
+
+    y = ours()
+    t = median_ms(ours, repeat)
+    if torch is not None:
+        tw = torch.from_numpy(w.astype(np.float32))[None, None]
+
+        def peer():
+            tx = torch.from_numpy(x).to(torch.float32)[None, None]
+            return F.conv3d(tx, tw, stride=2, padding=1)
+
+        check_close("torch conv3d", y, peer()[0, 0].numpy())
+        report(
+            case, t, "torch conv3d (+ float conversion)", median_ms(peer, max(3, repeat // 2)), 4
+        )
+    else:
+        report(case, t, "torch conv3d", None)
+
+
+def bench_pyramid(shape, repeat, rng):
+    x = rng.random(shape, dtype=np.float32)
+    dims = "x".join(str(v) for v in shape)
+    if pyramid_reduce is None:
+        report(f"gaussian pyramid down {dims}", float("nan"), "skimage pyramid_reduce", None)
+        return
+    down = dilated_downsample(x)  # gaussian, size 3, stride 2, 'same', reflect
+    t = median_ms(lambda: dilated_downsample(x), repeat)
+    assert down.shape == pyramid_reduce(x, 2).shape
+    report(
+        f"gaussian pyramid down {dims} f32",
+        t,
+        "skimage pyramid_reduce",
+        median_ms(lambda: pyramid_reduce(x, 2), max(3, repeat // 2)),
+        10,
+    )
+    small = down
+    t = median_ms(lambda: transpose_upsample(small), repeat)
+    assert transpose_upsample(small).shape == pyramid_expand(small, 2).shape
+    report(
+        f"gaussian pyramid up {'x'.join(str(v) for v in small.shape)} f32",
+        t,
+        "skimage pyramid_expand",
+        median_ms(lambda: pyramid_expand(small, 2), max(3, repeat // 2)),
+        10,
+    )
+
+
+def peak_extra(fn, x):
+    """Peak bytes allocated during ``fn(x)`` beyond its output."""
+    tracemalloc.start()
+    try:
+        out = fn(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - out.nbytes
+
+
+def memory_rows(n, shape3, rng):
+    rows = []
+    x = rng.random((n, n), dtype=np.float32)
+    w = rng.random((3, 3))
+    cases = [
+        (
+            f"down {n}x{n} f32 3x3 s2 d2",
+            x,
+            lambda a: dilated_downsample(a, w, stride=2, dilation=2, padding=2, mode="zeros"),
+        ),
+        (
+            f"up {n // 2}x{n // 2} f32 4x4 s2 p1",
+            x[: n // 2, : n // 2].copy(),
+            lambda a: transpose_upsample(a, rng.random((4, 4)), stride=2, padding=1),
+        ),
+        (
+            "down {}x{}x{} u16->f32 3x3x3 s2 p1".format(*shape3),
+            rng.integers(0, 4096, size=shape3, dtype=np.uint16),
+            lambda a: dilated_downsample(a, rng.random((3, 3, 3)), stride=2, padding=1),
+        ),
+    ]
+    for name, inp, fn in cases:
+        extra = peak_extra(fn, inp)
+        rows.append((name, inp.nbytes, extra, extra / inp.nbytes))
+    return rows
+
+
+def bench_gpu(repeat, quick):
+    try:
+        import cupy as cp
+        import cupyx.scipy.ndimage as cndi
+
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device")
+    except Exception as exc:
+        print(f"\nGPU cases skipped: {exc}")
+        return
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    peak_bw = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8  # bytes/s
+    print(f"\nGPU: {name}, theoretical peak bandwidth {peak_bw / 1e9:.0f} GB/s")
+
+    def gpu_ms(fn):
+        fn()
+        cp.cuda.Device().synchronize()
+        times = []
+        for _ in range(repeat):
+            start, end = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end))
+        return statistics.median(times)
+
+    rng = cp.random.default_rng(0)
+    n = 2048 if quick else 8192
+    stack = (32, 512, 512) if quick else (256, 2048, 2048)
+    w2 = np.random.default_rng(1).random((3, 3))
+    w3 = np.random.default_rng(2).random((3, 3, 3))
+    rows = []
+    for shape, w in (((n, n), w2), (stack, w3)):
+        x = rng.random(shape, dtype=cp.float32)
+        nd = len(shape)
+
+        def ours(x=x, w=w):
+            return dilated_downsample(x, w, stride=2, dilation=2, padding=2, mode="zeros")
+
+        y = ours()
+        t = gpu_ms(ours)
+        bw = (x.nbytes + y.nbytes) / (t / 1e3)
+        label = "x".join(map(str, shape))
+        rows.append((f"down {label} f32 s2 d2", "ours", t, bw / peak_bw))
+        stuffed = np.zeros((5,) * nd, np.float32)
+        stuffed[(slice(None, None, 2),) * nd] = w
+        stuffed = cp.asarray(stuffed)
+        t_c = gpu_ms(
+            lambda x=x, s=stuffed, nd=nd: cndi.correlate(x, s, mode="constant")[
+                (slice(None, None, 2),) * nd
+            ]
+        )
+        rows.append((f"down {label} f32 s2 d2", "cupyx correlate+slice", t_c, None))
+        y_up = transpose_upsample(y, w, stride=2, padding=1) if nd == 2 else None
+        if y_up is not None:
+            t_u = gpu_ms(lambda y=y, w=w: transpose_upsample(y, w, stride=2, padding=1))
+            bw = (y.nbytes + y_up.nbytes) / (t_u / 1e3)
+            rows.append((f"up {'x'.join(map(str, y.shape))} f32 s2 p1", "ours", t_u, bw / peak_bw))
+        if torch is not None and torch.cuda.is_available():
+            tx = torch.as_tensor(x, device="cuda")[None, None]
+            conv = F.conv2d if nd == 2 else F.conv3d
+            tw = torch.as_tensor(w.astype(np.float32), device="cuda")[(None, None)]
+            t_t = gpu_ms(
+                lambda tx=tx, tw=tw, conv=conv: conv(tx, tw, stride=2, dilation=2, padding=2)
+            )
+            rows.append((f"down {label} f32 s2 d2", "torch CUDA", t_t, None))
+    print("| case | implementation | median ms | fraction of peak bandwidth |")
+    print("|---|---|---:|---:|")
+    for case, impl, t, frac in rows:
+        print(f"| {case} | {impl} | {t:.2f} | {'' if frac is None else f'{frac:.0%}'} |")
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    if torch is not None:
+        versions.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+    if ndi is not None:
+        import scipy
+
+        versions.append(f"SciPy {scipy.__version__}")
+    if pyramid_reduce is not None:
+        import skimage
+
+        versions.append(f"scikit-image {skimage.__version__}")
+    return f"{cpu}, {os.cpu_count()} cores; " + ", ".join(versions)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    ap.add_argument("--repeat", type=int, default=7, help="timed runs per case (median)")
+    ap.add_argument("--no-gpu", action="store_true", help="skip the GPU cases")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    q = args.quick
+    print(f"Machine: {machine()}")
+    for name, present in (
+        ("PyTorch", torch is not None),
+        ("SciPy", ndi is not None),
+        ("scikit-image", pyramid_reduce is not None),
+    ):
+        if not present:
+            print(f"note: {name} is not installed; its cases are skipped")
+    bench_down_2d(1024 if q else 4096, args.repeat, rng)
+    bench_up_2d(512 if q else 2048, args.repeat, rng)
+    bench_down_3d((16, 256, 256) if q else (64, 1024, 1024), args.repeat, rng)
+    bench_pyramid((512, 512) if q else (2048, 2048), args.repeat, rng)
+    bench_pyramid((16, 128, 128) if q else (64, 512, 512), args.repeat, rng)
+
+    print("\n| case | ours (ms) | peer | peer (ms) | peer / ours | target | |")
+    print("|---|---:|---|---:|---:|---|---|")
+    for case, ours, peer, peer_ms, ratio, target, verdict in ROWS:
+        if peer_ms is None:
+            print(f"| {case} | {ours:.1f} | {peer} | | | | {verdict} |")
+        else:
+            cells = (case, f"{ours:.1f}", peer, f"{peer_ms:.1f}", f"{ratio:.2f}", target, verdict)
+            print("| " + " | ".join(cells) + " |")
+
+    print("\nPeak extra memory beyond the output (target <= 25% of the input):")
+    print("| call | input MiB | peak extra MiB | extra / input |")
+    print("|---|---:|---:|---:|")
+    for name, nbytes, extra, frac in memory_rows(
+        1024 if q else 4096, (16, 256, 256) if q else (64, 1024, 1024), rng
+    ):
+        print(f"| {name} | {nbytes / 2**20:.1f} | {extra / 2**20:.2f} | {frac:.1%} |")
+    if not args.no_gpu:
+        bench_gpu(args.repeat, q)
+
+
+if __name__ == "__main__":
+    main()
