@@ -1,0 +1,262 @@
+"""Batch runs on OME-Zarr/Zarr and out of core: metadata read back with zarr, chunked
+output equal to in-memory, a loopback dask cluster, interrupted runs resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_conv_resample import Pipeline, Stage, output_geometry
+from napari_conv_resample.batch import chunked
+from napari_conv_resample.batch.io_zarr import ZarrSource, create_output
+from napari_conv_resample.batch.metadata import ImageMeta
+from napari_conv_resample.cli import main
+from napari_conv_resample.operators import cast_result
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+UM = "micrometer"
+
+
+def run_cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def write_ome_zarr(path, data, axes, scale, translate, version="0.4", chunks=None):
+    units = tuple(UM if a in "ZYX" else None for a in axes)
+    meta = ImageMeta(axes, scale, translate, units, "ome-zarr", {"ngff_version": version})
+    arr = create_output(path, "ome-zarr", data.shape, data.dtype, chunks or data.shape, meta)
+    arr[...] = data
+    return meta
+
+
+@pytest.fixture
+def czyx():
+    rng = np.random.default_rng(5)
+    return (rng.random((2, 6, 40, 36)) * 4000).astype(np.uint16)
+
+
+def _ngff(path):
+    group = zarr.open_group(path, mode="r")
+    attrs = dict(group.attrs)
+    ms = attrs["ome"]["multiscales"] if "ome" in attrs else attrs["multiscales"]
+    ds = ms[0]["datasets"][0]
+    tr = {t["type"]: t for t in ds["coordinateTransformations"]}
+    return group, ms[0], tr["scale"]["scale"], tr["translation"]["translation"]
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+@pytest.mark.parametrize("chunks", [None, "7"])
+def test_ome_zarr_roundtrip(tmp_path, capsys, czyx, version, chunks):
+    scale, translate = (1.0, 2.0, 0.5, 0.5), (0.0, 1.0, 3.0, 4.0)
+    src = tmp_path / "in" / "cells.ome.zarr"
+    write_ome_zarr(src, czyx, "CZYX", scale, translate, version, chunks=(1, 3, 16, 16))
+    out = tmp_path / "out"
+    argv = ["down", src, "-o", out, "--stride", "1,2,2", "--dilation", "1,2,2", "--json"]
+    if chunks:
+        argv += ["--chunks", chunks]
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0, stdout
+    params = dict(stride=(1, 2, 2), dilation=(1, 2, 2), axes=(1, 2, 3))
+    geo = output_geometry("down", czyx.shape, scale=scale, translate=translate, **params)
+    group, ms, got_scale, got_translate = _ngff(out / "cells.ome.zarr")
+    assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]
+    assert [a.get("unit") for a in ms["axes"]] == [None, UM, UM, UM]
+    assert got_scale == pytest.approx(geo.scale)
+    assert got_translate == pytest.approx(geo.translate)
+    assert group.metadata.zarr_format == (3 if version == "0.5" else 2)
+    want = Pipeline([Stage("down", stride=(1, 2, 2), dilation=(1, 2, 2))])(czyx, axes=(1, 2, 3))
+    np.testing.assert_array_equal(group["0"][...], want)
+    res = ZarrSource(out / "cells.ome.zarr")
+    assert res.meta.axes == "CZYX" and res.meta.scale == pytest.approx(geo.scale)
+
+
+def test_format_conversions_keep_metadata(tmp_path, capsys, czyx):
+    scale, translate = (1.0, 2.0, 0.5, 0.5), (0.0, 1.0, 3.0, 4.0)
+    src = tmp_path / "cells.ome.zarr"
+    write_ome_zarr(src, czyx, "CZYX", scale, translate)
+    geo = output_geometry("up", czyx.shape, scale=scale, translate=translate, axes=(2, 3))
+    for fmt, name in (("tiff", "cells.ome.tif"), ("zarr", "cells.zarr")):
+        out = tmp_path / f"out-{fmt}"
+        code, stdout, _ = run_cli(
+            ["up", src, "-o", out, "--axes", "YX", "--format", fmt, "--chunks", "16"], capsys
+        )
+        assert code == 0, stdout
+        if fmt == "tiff":
+            from napari_conv_resample.batch.io_tiff import TiffSource
+
+            with TiffSource(out / name) as res:
+                assert res.meta.flavor == "ome" and res.meta.axes == "CZYX"
+                assert res.meta.scale == pytest.approx(geo.scale)
+                assert res.meta.translate == pytest.approx(geo.translate)
+                data = res.read()
+        else:
+            arr = zarr.open_array(out / name, mode="r")
+            assert arr.metadata.dimension_names == ("c", "z", "y", "x")
+            assert arr.attrs["scale"] == pytest.approx(list(geo.scale))
+            data = arr[...]
+        want = Pipeline([Stage("up")])(czyx, axes=(2, 3))
+        np.testing.assert_array_equal(data, want)
+
+
+@pytest.mark.parametrize("flavor", ["ome", "imagej", "plain"])
+def test_chunked_tiff_output_equals_in_memory(tmp_path, capsys, flavor):
+    rng = np.random.default_rng(2)
+    a = (rng.random((5, 70, 90)) * 255).astype(np.uint8)
+    d = tmp_path / "in"
+    d.mkdir()
+    kw = {
+        "ome": dict(ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.3}),
+        "imagej": dict(imagej=True, metadata={"axes": "ZYX", "spacing": 2.0}),
+        "plain": dict(metadata={"axes": "ZYX"}),
+    }[flavor]
+    tifffile.imwrite(d / "a.tif", a, **kw)
+    recipe = Pipeline(
+        [
+            Stage("down", kernel="binomial", size=5, stride=(1, 2, 2), mode="replicate"),
+            Stage("up", kernel="bilinear", stride=(1, 3, 3)),
+        ]
+    )
+    path = tmp_path / "r.json"
+    recipe.to_json(path)
+    outs = {}
+    for name, extra in (("mem", []), ("chunk", ["--chunks", "2,16,24"])):
+        out = tmp_path / name
+        code, stdout, _ = run_cli(
+            ["run", path, d, "-o", out, "--preserve-dtype", "--json"] + extra, capsys
+        )
+        assert code == 0, stdout
+        with tifffile.TiffFile(out / "a.tif") as t:
+            outs[name] = t.asarray()
+            assert {"ome": t.is_ome, "imagej": t.is_imagej, "plain": t.is_shaped}[flavor]
+            if flavor != "imagej" and name == "chunk":
+                assert t.pages[0].is_tiled
+    np.testing.assert_array_equal(outs["chunk"], outs["mem"])
+    np.testing.assert_array_equal(outs["mem"], cast_result(recipe(a), a.dtype, True))
+
+
+def test_loopback_dask_cluster(tmp_path, capsys, czyx):
+    distributed = pytest.importorskip("distributed")
+    src = tmp_path / "in.ome.zarr"
+    write_ome_zarr(src, czyx, "CZYX", (1.0, 2.0, 0.5, 0.5), (0.0,) * 4)
+    tif = tmp_path / "in.tif"
+    tifffile.imwrite(tif, czyx[0], imagej=True, metadata={"axes": "ZYX"})
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",  # a real loopback address (in-process clusters default to inproc)
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        out = tmp_path / "out"
+        code, stdout, _ = run_cli(
+            ["down", src, tif, "-o", out, "--scheduler", cluster.scheduler_address]
+            + ["--chunks", "3,8,8", "--mode", "circular", "--json"],
+            capsys,
+        )
+    assert code == 0, stdout
+    report = json.loads(stdout)
+    assert report["done"] == 2
+    pipe = Pipeline([Stage("down", mode="circular")])
+    got = zarr.open_group(out / "in.ome.zarr", mode="r")["0"][...]
+    np.testing.assert_array_equal(got, pipe(czyx, axes=(1, 2, 3)))
+    np.testing.assert_array_equal(tifffile.imread(out / "in.tif"), pipe(czyx[0]))
+
+
+def test_unreachable_scheduler_exits_2(tmp_path, capsys, czyx):
+    import dask
+
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, czyx[0])
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code, _, stderr = run_cli(
+            ["down", src, "-o", tmp_path / "o", "--scheduler", "tcp://127.0.0.1:1"], capsys
+        )
+    assert code == 2 and "dask cluster" in stderr
+
+
+def _inputs(tmp_path, n=3, shape=(4, 48, 40)):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(n):
+        data = rng.random(shape).astype(np.float32)
+        tifffile.imwrite(d / f"f{i}.tif", data, photometric="minisblack", metadata={"axes": "ZYX"})
+    return d
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_mid_write_then_resumed(tmp_path, capsys, monkeypatch, exc):
+    d = _inputs(tmp_path)
+    out = tmp_path / "out"
+    real = chunked.compute_region
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # in the middle of the second file
+            raise exc("stopped mid-write")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "compute_region", flaky)
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--chunks", "2,16,16"], capsys)
+    assert code == (130 if exc is KeyboardInterrupt else 1)
+    names = sorted(p.name for p in out.iterdir())
+    if exc is KeyboardInterrupt:
+        assert names == ["f0.tif"]  # nothing after the interrupt, nothing half-written
+    else:
+        assert names == ["f0.tif", "f2.tif"] and "f1.tif" in stdout
+    monkeypatch.setattr(chunked, "compute_region", real)
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--chunks", "2,16,16", "--json"], capsys)
+    report = json.loads(stdout)
+    assert code == 0
+    status = {Path(f["input"]).name: f["status"] for f in report["files"]}
+    assert status["f0.tif"] == "skipped" and status["f1.tif"] == "done"
+    for i in range(3):
+        want = Pipeline([Stage("down")])(tifffile.imread(d / f"f{i}.tif"))
+        np.testing.assert_array_equal(tifffile.imread(out / f"f{i}.tif"), want)
+    assert sorted(p.name for p in out.iterdir()) == ["f0.tif", "f1.tif", "f2.tif"]
+
+
+def test_killed_subprocess_leaves_nothing_finished_looking(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(d / "big.tif", rng.random((600, 600)).astype(np.float32))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "napari_conv_resample", "down", str(d), "-o", str(out)]
+    argv += ["--chunks", "4", "--no-progress", "--format", "ome-zarr"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = out / ".big.ome.zarr.partial"
+    deadline = time.time() + 60
+    while not (partial / "0").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "big.ome.zarr").exists()
+    assert partial.exists()  # hidden, named .partial: nothing looks finished
+    code = main(
+        ["down", str(d), "-o", str(out), "--format", "ome-zarr", "--chunks", "128"]
+        + ["--no-progress"]
+    )
+    assert code == 0
+    assert not partial.exists()
+    got = zarr.open_group(out / "big.ome.zarr", mode="r")["0"][...]
+    want = Pipeline([Stage("down")])(tifffile.imread(d / "big.tif"))
+    np.testing.assert_array_equal(got, want)
