@@ -147,6 +147,28 @@ def test_noncontiguous_readonly_and_interleaved_axes(mode, blocking):
     np.testing.assert_array_equal(x, before)
 
 
+def test_fortran_input_is_read_along_its_rows_and_gives_the_same_layout(blocking):
+    rng = np.random.default_rng(12)
+    x = np.asfortranarray(rng.normal(size=(2, 30, 41)).astype(np.float32))
+    spec = resolve_spec(
+        "down",
+        x.shape,
+        kernel=rng.normal(size=(3, 2)),
+        stride=2,
+        dilation=(2, 1),
+        padding="same",
+        mode="circular",
+        axes=(1, 2),
+    )
+    assert_matches_reference(spec, x, np.float32)
+    got = run_spec(spec, x, np.float32)
+    assert got.strides[2] > got.strides[1]  # spatial axes laid out like the input's
+    spec = resolve_spec("up", x.shape, kernel=rng.normal(size=(4, 3)), stride=(2, 3), axes=(1, 2))
+    assert_matches_reference(spec, x, np.float32)
+    c = np.ascontiguousarray(x)
+    assert run_spec(spec, c, np.float32).flags.c_contiguous
+
+
 def test_many_leading_axes_and_one_pixel_axes(blocking):
     rng = np.random.default_rng(11)
     x = rng.normal(size=(2, 3, 1, 5, 1)).astype(np.float32)

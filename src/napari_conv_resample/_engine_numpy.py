@@ -99,6 +99,15 @@ class _Program:
                 out[base] = (lo, hi, old[2] + 1)
         return out
 
+    def permuted(self, perm):
+        """This program with its spatial axes reordered by ``perm`` (taps keep their order)."""
+
+        def p(values):
+            return tuple(values[i] for i in perm)
+
+        taps = tuple((w, p(b), p(q)) for w, b, q in self.taps)
+        return _Program(p(self.phase), p(self.step), p(self.length), p(self.src_step), taps)
+
     def with_dtype(self, dtype):
         """This program with its weights as ``dtype`` scalars (rounded as the reference does)."""
         taps = tuple((dtype.type(w), b, q) for w, b, q in self.taps)
@@ -361,17 +370,25 @@ def run(spec, x, dtype):
     """Compute ``spec`` on the NumPy array ``x``; the result is a new ``dtype`` array.
 
     ``x`` may be any real dtype, non-contiguous or read-only; it is converted
-    to ``dtype`` block by block, never as a whole.
+    to ``dtype`` block by block, never as a whole. The result's memory layout
+    follows the input's spatial axes (C order for C-ordered input).
     """
     dtype = np.dtype(dtype)
     x = np.asarray(x)
     if tuple(x.shape) != tuple(spec.input_shape):
         raise ValueError(f"input shape {x.shape} does not match the spec's {spec.input_shape}")
-    out = np.empty(spec.output_shape, dtype=dtype)
+    # Walk the spatial axes in the input's memory order (largest stride
+    # first), so a transposed or Fortran-ordered image is read along its rows;
+    # the output then gets the same layout. Taps keep the reference's order.
+    perm = sorted(range(len(spec.axes)), key=lambda i: -abs(x.strides[spec.axes[i]]))
+    axes = tuple(spec.axes[i] for i in perm)
+    order = [a for a in range(x.ndim) if a not in axes] + list(axes)
+    out = np.empty(tuple(spec.output_shape[a] for a in order), dtype=dtype)
+    out = out.transpose(np.argsort(order))
     if out.size == 0:
         return out
-    programs = programs_for(spec)
-    xc, oc = _canonical(x, spec.axes), _canonical(out, spec.axes)
+    programs = [p.permuted(perm) for p in programs_for(spec)]
+    xc, oc = _canonical(x, axes), _canonical(out, axes)
     n = len(spec.axes)
     outer_shape = oc.shape[: oc.ndim - n - 1]
     grid = (oc.shape[-n - 1],) + tuple(max(p.length[i] for p in programs) for i in range(n))
