@@ -329,7 +329,10 @@ def machine():
         import skimage
 
         versions.append(f"scikit-image {skimage.__version__}")
-    return f"{cpu}, {os.cpu_count()} cores; " + ", ".join(versions)
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f"; load average {os.getloadavg()[0]:.2f} (other processes skew timings)"
+    return f"{cpu}, {os.cpu_count()} cores; " + ", ".join(versions) + load
 
 
 def main(argv=None):
@@ -372,6 +375,8 @@ def main(argv=None):
         print(f"| {name} | {nbytes / 2**20:.1f} | {extra / 2**20:.2f} | {frac:.1%} |")
     if not args.no_gpu:
         bench_gpu(args.repeat, q)
+    if hasattr(os, "getloadavg"):
+        print(f"\nLoad average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
