@@ -260,3 +260,15 @@ def test_killed_subprocess_leaves_nothing_finished_looking(tmp_path):
     got = zarr.open_group(out / "big.ome.zarr", mode="r")["0"][...]
     want = Pipeline([Stage("down")])(tifffile.imread(d / "big.tif"))
     np.testing.assert_array_equal(got, want)
+
+
+def test_workers_option_runs_a_local_cluster(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    d = _inputs(tmp_path, n=1)
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--workers", "1", "--json"], capsys)
+    assert code == 0, stdout
+    report = json.loads(stdout)
+    assert report["done"] == 1 and report["files"][0]["chunks"]
+    want = Pipeline([Stage("down")])(tifffile.imread(d / "f0.tif"))
+    np.testing.assert_array_equal(tifffile.imread(out / "f0.tif"), want)
