@@ -1,0 +1,206 @@
+"""Outputs of ``conv-resample`` opened through napari: at the right place, in world units.
+
+napari's builtin reader drops scale/translate (and cannot open an OME-Zarr
+group), so the package's reader (:mod:`napari_conv_resample.batch.napari_reader`)
+is checked the way napari uses it: an npe2 reader contribution, ``ViewerModel.open``
+(no Qt, no display needed). The contribution is registered here under a test
+plugin name so the test does not depend on the manifest's state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_conv_resample import dilated_downsample, output_geometry, transpose_upsample
+from napari_conv_resample.batch.io_zarr import create_output
+from napari_conv_resample.batch.metadata import ImageMeta
+from napari_conv_resample.batch.napari_reader import get_reader
+from napari_conv_resample.cli import main
+
+pytest.importorskip("napari")
+npe2 = pytest.importorskip("npe2")
+
+PLUGIN = "conv-resample-reader-test"
+
+
+@pytest.fixture(scope="module")
+def viewer_open():
+    from napari.components import ViewerModel
+
+    pm = npe2.PluginManager.instance()
+    if PLUGIN not in pm._manifests:
+        pm.register(
+            npe2.PluginManifest(
+                name=PLUGIN,
+                contributions={
+                    "commands": [
+                        {
+                            "id": f"{PLUGIN}.read",
+                            "python_name": "napari_conv_resample.batch.napari_reader:get_reader",
+                            "title": "read",
+                        }
+                    ],
+                    "readers": [
+                        {
+                            "command": f"{PLUGIN}.read",
+                            "filename_patterns": ["*.tif", "*.tiff", "*.zarr"],
+                            "accepts_directories": True,
+                        }
+                    ],
+                },
+            )
+        )
+    viewer = ViewerModel()
+
+    def open_(path):
+        return viewer.open(str(path), plugin=PLUGIN)
+
+    yield open_
+    viewer.layers.clear()
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(2)
+    a = (rng.random((6, 40, 36)) * 3000).astype(np.uint16)
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(
+        d / "ij.tif",
+        a,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um", "xorigin": 4.0, "yorigin": 2.0},
+    )
+    tifffile.imwrite(
+        d / "cells.ome.tif",
+        a,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.5,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": 0.5,
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeZ": 2.0,
+            "PhysicalSizeZUnit": "µm",
+            "Plane": {"PositionX": [10.0] * 6, "PositionY": [20.0] * 6, "PositionZ": [3.0] * 6},
+        },
+    )
+    c = np.stack([a, a[::-1]])
+    meta = ImageMeta(
+        "CZYX",
+        (1.0, 2.0, 0.5, 0.5),
+        (0.0, 10.0, 20.0, 30.0),
+        (None, "micrometer", "micrometer", "micrometer"),
+        "ome-zarr",
+        {"ngff_version": "0.4"},
+    )
+    arr = create_output(d / "multi.ome.zarr", "ome-zarr", c.shape, c.dtype, (1, 3, 16, 16), meta)
+    arr[...] = c
+    rgb = (rng.random((33, 31, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(d / "rgb.tif", rgb, photometric="rgb")
+    placed = {
+        "ij": ((1.5, 0.25, 0.25), (0.0, -0.5, -1.0)),
+        "cells": ((2.0, 0.5, 0.5), (3.0, 20.0, 10.0)),
+        "multi": ((2.0, 0.5, 0.5), (10.0, 20.0, 30.0)),
+    }
+    return d, a, rgb, placed
+
+
+def test_reader_claims_only_images(tmp_path, inputs):
+    d, *_ = inputs
+    assert get_reader(str(d / "ij.tif")) is not None
+    assert get_reader(str(d / "multi.ome.zarr")) is not None
+    assert get_reader([str(d / "ij.tif"), str(d / "rgb.tif")]) is None
+    (tmp_path / "notes.txt").write_text("x")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("op", ["down", "up"])
+def test_outputs_open_in_napari_at_their_place(tmp_path, capsys, inputs, viewer_open, op):
+    d, a, rgb, placed = inputs
+    out = tmp_path / op
+    params = {"stride": 2, "dilation": 2} if op == "down" else {"stride": 2}
+    argv = [op, d, "-o", out, "--no-progress"] + [f"--{k}={v}" for k, v in params.items()]
+    assert main([str(v) for v in argv]) == 0, capsys.readouterr()
+    func = dilated_downsample if op == "down" else transpose_upsample
+    for stem, path in (
+        ("ij", out / "ij.tif"),
+        ("cells", out / "cells.ome.tif"),
+        ("multi", out / "multi.ome.zarr"),
+    ):
+        scale, translate = placed[stem]
+        layers_in = viewer_open(d / path.name)
+        layers = viewer_open(path)
+        geo = output_geometry(op, a.shape, scale=scale, translate=translate, **params)
+        assert len(layers) == len(layers_in) == (2 if stem == "multi" else 1)
+        for lin, lout in zip(layers_in, layers):
+            # The input opens where its metadata says, the output where place_output puts it.
+            np.testing.assert_allclose(lin.scale, scale)
+            np.testing.assert_allclose(lin.translate, translate)
+            np.testing.assert_allclose(lout.scale, geo.scale)
+            np.testing.assert_allclose(lout.translate, geo.translate)
+            assert tuple(lout.data.shape) == geo.shape
+            assert str(lout.units[-1]) == "micrometer"
+            assert lout.axis_labels == ("z", "y", "x")
+        np.testing.assert_array_equal(np.asarray(layers[0].data), func(a, **params))
+    # RGB stays one RGB layer, pixel units.
+    (layer,) = viewer_open(out / "rgb.tif")
+    assert layer.rgb and layer.data.shape[-1] == 3
+    np.testing.assert_array_equal(layer.data, func(rgb, axes=(0, 1), **params))
+    geo = output_geometry(op, rgb.shape, axes=(0, 1), **params)
+    np.testing.assert_allclose(layer.scale, geo.scale[:2])
+    np.testing.assert_allclose(layer.translate, geo.translate[:2])
+
+
+def test_down_then_up_lands_on_the_input_grid(tmp_path, capsys, inputs, viewer_open):
+    """DESIGN §3: down then up with the same settings returns to the original grid."""
+    d, a, _, placed = inputs
+    small, back = tmp_path / "small", tmp_path / "back"
+    common = ["--stride", "2", "--no-progress"]
+    assert (
+        main(
+            [
+                "down",
+                str(d / "cells.ome.tif"),
+                "-o",
+                str(small),
+                "--kernel",
+                "box",
+                "--size",
+                "2",
+                "--padding",
+                "0",
+            ]
+            + common
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "up",
+                str(small / "cells.ome.tif"),
+                "-o",
+                str(back),
+                "--kernel",
+                "box",
+                "--size",
+                "2",
+                "--padding",
+                "0",
+            ]
+            + common
+        )
+        == 0
+    )
+    capsys.readouterr()
+    (lin,) = viewer_open(d / "cells.ome.tif")
+    (lout,) = viewer_open(back / "cells.ome.tif")
+    np.testing.assert_allclose(lout.scale, lin.scale)
+    np.testing.assert_allclose(lout.translate, lin.translate)
+    assert lout.data.shape == lin.data.shape
