@@ -298,39 +298,46 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
         n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
         for a, n in enumerate(block)
     ]
-    layout = (nb, *extent)
-    strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
-    size = strides[0] * nb
     st = programs[0][0].src_step
     # First source index of each group, per axis.
     first = {
         base: [s * (m0 + q) + b for (m0, _m1), q, s, b in zip(mranges, lo, st, base)]
         for base, (lo, _hi) in groups.items()
     }
-    raw = None
+    sources = {}
     if len(groups) > 1 and (xo.dtype != dtype or any(s > 1 for s in st)):
-        # Convert and pad the block's whole input region once, contiguously;
-        # the phase groups are then strided slices of this cached slab.
+        # Polyphase split of the block's input region: convert and pad the
+        # region once, contiguously (``raw``), then split it with one copy
+        # into its ``prod(s)`` phases, all of one shape. Each group is a
+        # phase starting ``o`` points in; every raw value is copied once.
         r0 = [min(f[a] for f in first.values()) for a in range(len(st))]
-        r1 = [
-            max(f[a] for f in first.values()) + s * (e - 1) + 1
+        span = [
+            max(f[a] for f in first.values()) + s * (e - 1) + 1 - r0[a]
             for a, (s, e) in enumerate(zip(st, extent))
         ]
-        raw = scratch.get("raw", (nb, *[b - a for a, b in zip(r0, r1)]), dtype)
-        _gather(xo, bsl, list(zip(r0, r1)), (1,) * len(st), (0,) * len(st), mode, raw)
-    sources = {}
-    for i, (base, (lo, _hi)) in enumerate(groups.items()):
-        buf = scratch.get(("src", i), layout, dtype)
-        if raw is None:
+        half = [-(-n // s) for n, s in zip(span, st)]
+        layout = (nb, *half)
+        raw_shape = (nb, *[h * s for h, s in zip(half, st)])
+        raw = scratch.get("raw", raw_shape, dtype)
+        ranges = [(a, a + n) for a, n in zip(r0, raw_shape[1:])]
+        _gather(xo, bsl, ranges, (1,) * len(st), (0,) * len(st), mode, raw)
+        phases = scratch.get("phases", (*st, *layout), dtype)
+        split = raw.reshape((nb, *[v for h, s in zip(half, st) for v in (h, s)]))
+        nsp = len(st)
+        np.copyto(phases, split.transpose([*range(2, 2 * nsp + 1, 2), 0, *range(1, 2 * nsp, 2)]))
+        for base, (lo, _hi) in groups.items():
+            phase = tuple((f - a) % s for f, a, s in zip(first[base], r0, st))
+            shift = [(f - a) // s for f, a, s in zip(first[base], r0, st)]
+            sources[base] = (phases[phase].reshape(-1), [q - o for q, o in zip(lo, shift)])
+    else:
+        layout = (nb, *extent)
+        for i, (base, (lo, _hi)) in enumerate(groups.items()):
+            buf = scratch.get(("src", i), layout, dtype)
             ranges = [(m0 + q, m0 + q + e) for (m0, _m1), q, e in zip(mranges, lo, extent)]
             _gather(xo, bsl, ranges, st, base, mode, buf)
-        else:
-            sl = tuple(
-                slice(f - a, f - a + s * (e - 1) + 1, s)
-                for f, a, s, e in zip(first[base], r0, st, extent)
-            )
-            np.copyto(buf, raw[(slice(None), *sl)])
-        sources[base] = (buf.reshape(-1), lo)
+            sources[base] = (buf.reshape(-1), lo)
+    strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
+    size = strides[0] * nb
     acc = scratch.get("acc", (size,), dtype)
     tmp = scratch.get("tmp", (size,), dtype)
     for prog, _groups, _all in programs:
