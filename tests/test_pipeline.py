@@ -66,9 +66,7 @@ def test_gridding_holes_with_common_factor_dilations():
 
 def test_receptive_field_counts_paths():
     # Two stride-1 box stages of 3 taps: paths 1,2,3,2,1 in 1-D.
-    p = Pipeline(
-        [Stage("down", kernel="box", size=3, stride=1, padding=1, mode="zeros")] * 2
-    )
+    p = Pipeline([Stage("down", kernel="box", size=3, stride=1, padding=1, mode="zeros")] * 2)
     rf = p.receptive_field((15,), (7,))
     np.testing.assert_array_equal(rf[5:10], [1, 2, 3, 2, 1])
     assert rf.sum() == 9
@@ -172,9 +170,7 @@ def test_recipe_round_trip(tmp_path):
                 padding=((1, 2), (0, 3)),
                 mode="circular",
             ),
-            Stage(
-                "down", kernel=np.arange(6.0).reshape(2, 3), stride=1, padding="valid"
-            ),
+            Stage("down", kernel=np.arange(6.0).reshape(2, 3), stride=1, padding="valid"),
             Stage("up", kernel="bilinear", stride=2, output_size=(21, 7)),
         ]
     )
@@ -207,3 +203,13 @@ def test_summary_of_a_3d_chain_without_a_shape():
     row = p.summary(ndim=3)[0]
     assert row["rf_size"] == (3, 3, 3) and row["effective_stride"] == (2, 2, 2)
     assert "3x3x3" in p.format_summary(ndim=3)
+
+
+def test_pipeline_preserve_dtype_casts_the_final_result_once():
+    x = np.random.default_rng(2).integers(0, 60000, (16, 18)).astype(np.uint16)
+    p = Pipeline([Stage("down", stride=2), Stage("down", stride=2), Stage("up")])
+    out = p(x, preserve_dtype=True)
+    assert out.dtype == np.uint16
+    floats = p(x)
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(out, np.clip(np.rint(floats), 0, 65535).astype(np.uint16))

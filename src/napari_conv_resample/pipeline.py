@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import check_image
+from .backends import get_array_module
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, one_hot, ones_kernel
-from .operators import dilated_downsample, transpose_upsample
+from .operators import cast_result, dilated_downsample, transpose_upsample
 
 RECIPE_VERSION = 1
 
@@ -108,9 +110,7 @@ class Stage:
         try:
             op = d.pop("op")
         except KeyError:
-            raise ValueError(
-                f"a recipe stage needs an 'op' ('down' or 'up'): {d!r}"
-            ) from None
+            raise ValueError(f"a recipe stage needs an 'op' ('down' or 'up'): {d!r}") from None
         return cls(op, **{k: _from_jsonable(k, v) for k, v in d.items()})
 
 
@@ -143,14 +143,16 @@ class Pipeline:
         return len(self.stages)
 
     def __call__(self, image, *, axes=None, backend="auto", preserve_dtype=False):
-        """Apply every stage in order; ``preserve_dtype`` applies to the last one."""
-        out = image
-        for i, stage in enumerate(self.stages):
-            last = i == len(self.stages) - 1
-            out = stage(
-                out, axes=axes, backend=backend, preserve_dtype=preserve_dtype and last
-            )
-        return out
+        """Apply every stage in order.
+
+        Intermediate results stay in float (float64 for float64 input, else
+        float32); with ``preserve_dtype`` only the final result is rounded,
+        clipped and cast back to the input dtype.
+        """
+        image = out = check_image(image)
+        for stage in self.stages:
+            out = stage(out, axes=axes, backend=backend)
+        return cast_result(out, image.dtype, preserve_dtype, get_array_module("auto", out))
 
     def specs(self, input_shape, axes=None):
         """The resolved spec of every stage for an input of ``input_shape``."""
@@ -252,8 +254,7 @@ class Pipeline:
                 else:
                     # Output j reads inputs i with s*i + d*t - lo == j.
                     fan_in = max(
-                        (j + lo) // s - (-((ext - 1 - j - lo) // s)) + 1
-                        for j in range(s)
+                        (j + lo) // s - (-((ext - 1 - j - lo) // s)) + 1 for j in range(s)
                     )
                     first = -((ext - 1 - lo) // s)
                     new_jump = jump[a] / s
@@ -333,7 +334,5 @@ class Pipeline:
             raise ValueError("recipe must be a JSON object with a 'stages' list")
         version = data.get("version", RECIPE_VERSION)
         if version > RECIPE_VERSION:
-            raise ValueError(
-                f"recipe version {version} is newer than this library reads"
-            )
+            raise ValueError(f"recipe version {version} is newer than this library reads")
         return cls([Stage.from_dict(s) for s in data["stages"]])
