@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import check_image
-from .backends import get_array_module
+from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, one_hot, ones_kernel
 from .operators import cast_result, dilated_downsample, transpose_upsample
@@ -152,7 +152,8 @@ class Pipeline:
         image = out = check_image(image)
         for stage in self.stages:
             out = stage(out, axes=axes, backend=backend)
-        return cast_result(out, image.dtype, preserve_dtype, get_array_module("auto", out))
+        xp = get_array_module("cupy") if is_cupy_array(out) else np
+        return cast_result(out, image.dtype, preserve_dtype, xp)
 
     def specs(self, input_shape, axes=None):
         """The resolved spec of every stage for an input of ``input_shape``."""
