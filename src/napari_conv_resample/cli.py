@@ -419,7 +419,7 @@ def cmd_process(args, out, err):
         except BackendUnavailableError as exc:
             raise UsageError(str(exc)) from None
     try:
-        found = discover(args.inputs)
+        found = discover(args.inputs, exclude=[args.output_dir])
     except InputError as exc:
         raise UsageError(str(exc)) from None
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():

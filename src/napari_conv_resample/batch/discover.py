@@ -62,12 +62,26 @@ def _walk(folder):
     return sorted(out)
 
 
-def discover(inputs):
-    """All image paths named by ``inputs`` (deduplicated, in order)."""
-    found, seen = [], set()
+def _inside(path, folders):
+    real = os.path.realpath(path)
+    return any(real == f or real.startswith(f + os.sep) for f in folders)
 
-    def add(path, rel):
+
+def discover(inputs, exclude=()):
+    """All image paths named by ``inputs`` (deduplicated, in order).
+
+    Images found by searching a folder or matching a glob are skipped when
+    they lie inside one of the ``exclude`` folders (the output folder, so a
+    rerun with ``-o`` inside an input folder does not take its own outputs as
+    inputs); files named explicitly are always kept.
+    """
+    found, seen = [], set()
+    exclude = [os.path.realpath(e) for e in exclude]
+
+    def add(path, rel, searched=False):
         key = os.path.realpath(path)
+        if searched and _inside(key, exclude):
+            return
         if key not in seen:
             seen.add(key)
             found.append(Found(Path(path), Path(rel)))
@@ -79,7 +93,10 @@ def discover(inputs):
             if is_zarr(p) or p.is_file():
                 add(p, p.name)
             elif p.is_dir():
-                items = _walk(p)
+                # An output folder equal to the searched one is not excluded: its
+                # images are the inputs (a collision is refused later).
+                inner = [e for e in exclude if e != os.path.realpath(p)]
+                items = [i for i in _walk(p) if not _inside(i, inner)]
                 if not items:
                     raise InputError(f"{arg}: no TIFF or Zarr images in this folder")
                 for item in items:
@@ -91,7 +108,7 @@ def discover(inputs):
             if not images:
                 raise InputError(f"{arg}: the pattern matches no TIFF or Zarr image")
             for m in images:
-                add(m, Path(m).name)
+                add(m, Path(m).name, searched=True)
             continue
         raise InputError(f"{arg}: no such file or folder")
     return found
