@@ -51,6 +51,9 @@ from .padding import source_index
 #: Tuned on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3).
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_ELEMENTS = 1 << 14
+#: The working sets of all threads together stay below this fraction of the
+#: input's bytes (issue 5: peak extra memory <= 25% of the input).
+MAX_EXTRA_FRACTION = 0.2
 #: Below this many output elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
@@ -406,8 +409,7 @@ def run(spec, x, dtype):
     per_point = 2 + n_groups
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
-    # All threads together stay below ~20% of the input (the target is 25%).
-    budget = min(BLOCK_BYTES, max(x.nbytes // (6 * workers()), 1 << 18))
+    budget = min(BLOCK_BYTES, max(int(x.nbytes * MAX_EXTRA_FRACTION / workers()), 1 << 18))
     elements = max(budget // (dtype.itemsize * per_point), MIN_BLOCK_ELEMENTS)
     extents = _block_extents(grid, elements)
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
