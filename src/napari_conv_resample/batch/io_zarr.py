@@ -13,6 +13,8 @@ Plain Zarr arrays carry this tool's attributes ``axes``/``scale``/
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import zarr
 
@@ -171,15 +173,89 @@ def ngff_attrs(meta, version="0.4", name=None):
     return {"multiscales": [ms]}
 
 
+def ngff_order(axes):
+    """Permutation putting ``axes`` in the order NGFF requires: time, channel, space.
+
+    Returns ``(perm, stored_axes)``; a trailing RGB samples axis ``S`` becomes
+    the channel axis ``C`` (``YXS`` is stored as ``CYX``) unless there is one.
+    """
+    rank = {"T": 0, "C": 1, "S": 1, "Z": 2, "Y": 2, "X": 2}
+    perm = sorted(range(len(axes)), key=lambda i: (rank.get(axes[i], 1), i))
+    stored = "".join(axes[i] for i in perm)
+    if "S" in stored and "C" not in stored:
+        stored = stored.replace("S", "C")
+    return tuple(perm), stored
+
+
+class PermutedArray:
+    """A Zarr array stored with its axes permuted, indexed in the image's order."""
+
+    def __init__(self, arr, perm):
+        self.arr, self.perm = arr, tuple(perm)
+        inv = [0] * len(perm)
+        for stored, logical in enumerate(perm):
+            inv[logical] = stored
+        self.inverse = tuple(inv)
+        self.shape = tuple(arr.shape[i] for i in self.inverse)
+        self.chunks = tuple(arr.chunks[i] for i in self.inverse)
+        self.dtype = arr.dtype
+        self.ndim = arr.ndim
+
+    def _index(self, index):
+        if index is Ellipsis:
+            index = ()
+        if not isinstance(index, tuple):
+            index = (index,)
+        if any(i is Ellipsis for i in index):
+            k = index.index(Ellipsis)
+            index = index[:k] + (slice(None),) * (self.ndim - len(index) + 1) + index[k + 1 :]
+        index = tuple(index) + (slice(None),) * (self.ndim - len(index))
+        if not all(isinstance(i, slice) for i in index):
+            raise TypeError("PermutedArray takes slices only")
+        return tuple(index[i] for i in self.perm)
+
+    def __getitem__(self, index):
+        return np.transpose(np.asarray(self.arr[self._index(index)]), self.inverse)
+
+    def __setitem__(self, index, value):
+        self.arr[self._index(index)] = np.transpose(np.asarray(value), self.perm)
+
+
+def open_output(path, perm=None):
+    """The output array at ``path`` (for workers), permuted like :func:`create_output`."""
+    arr = zarr.open_array(str(path), mode="r+")
+    return arr if not perm else PermutedArray(arr, perm)
+
+
 def create_output(path, kind, shape, dtype, chunks, meta):
     """Create the output store at ``path`` and return the array to fill.
 
     ``kind`` is ``'zarr'`` (a plain array, Zarr v3, with this tool's
     attributes) or ``'ome-zarr'`` (NGFF 0.4 on Zarr v2 unless the input was
-    0.5).
+    0.5). The returned array is indexed in ``meta.axes`` order; an OME-Zarr
+    whose axes are not in NGFF order (an RGB ``YXS`` image) is stored in
+    NGFF order and a :class:`PermutedArray` (with ``.perm``) is returned.
     """
     shape, chunks = tuple(shape), tuple(chunks)
     if kind == "ome-zarr":
+        perm, stored = ngff_order(meta.axes)
+        if perm != tuple(range(len(perm))):
+            meta = replace(
+                meta,
+                axes=stored,
+                scale=tuple(meta.scale[i] for i in perm),
+                translate=tuple(meta.translate[i] for i in perm),
+                units=tuple(meta.units[i] for i in perm),
+            )
+            arr = create_output(
+                path,
+                kind,
+                [shape[i] for i in perm],
+                dtype,
+                [chunks[i] for i in perm],
+                meta,
+            )
+            return PermutedArray(arr, perm)
         version = meta.extra.get("ngff_version", "0.4")
         version = version if version in NGFF_VERSIONS else "0.4"
         fmt = 3 if version == "0.5" else 2

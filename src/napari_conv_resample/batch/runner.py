@@ -22,7 +22,7 @@ from ..pipeline import Pipeline
 from . import chunked
 from .discover import Found, is_zarr
 from .io_tiff import TiffSource, output_meta_flavor, write_tiff
-from .io_zarr import ZarrSource, create_output, scratch_array
+from .io_zarr import ZarrSource, create_output, open_output, scratch_array
 from .metadata import resolve_axes, updated
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
@@ -276,7 +276,14 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
         store_path = str(scratch if fmt == "tiff" else _array_path(tmp, fmt))
         futures = [
             client.submit(
-                _remote_chunk, str(found.path), store_path, specs, region, kwargs, pure=False
+                _remote_chunk,
+                str(found.path),
+                store_path,
+                specs,
+                region,
+                kwargs,
+                getattr(target, "perm", None),
+                pure=False,
             )
             for region in regions
         ]
@@ -351,10 +358,8 @@ def _tiff_pieces(arr, meta, dtype):
 _SOURCES = {}
 
 
-def _remote_chunk(path, store_path, specs, region, kwargs):
+def _remote_chunk(path, store_path, specs, region, kwargs, perm=None):
     """One chunk on a dask worker: read its halo, compute, write its output chunk."""
-    import zarr
-
     src = _SOURCES.get(path)
     if src is None:
         if len(_SOURCES) > 4:
@@ -363,7 +368,7 @@ def _remote_chunk(path, store_path, specs, region, kwargs):
             _SOURCES.clear()
         src = _SOURCES[path] = open_source(path)
     out = chunked.compute_region(specs, src.region, region, **kwargs)
-    arr = zarr.open_array(store_path, mode="r+")
+    arr = open_output(store_path, perm)
     arr[tuple(slice(a, b) for a, b in region)] = out
     return out.shape
 
