@@ -9,6 +9,8 @@ No timing assertions here: speed is measured by ``benchmarks/run_benchmarks.py``
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tracemalloc
 
 import numpy as np
@@ -244,6 +246,20 @@ def test_integer_input_is_converted_block_by_block(op):
     # Block buffers only (issue 5: <= 25% of the input); a whole-image float
     # copy alone would be 200%.
     assert peak - out_bytes <= 0.25 * x.nbytes
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_thread_pool_works_in_a_forked_child(monkeypatch):
+    """A child forked after the pool started must not wait on the parent's threads."""
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 256)
+    spec = resolve_spec("down", (40, 40), kernel="gaussian", size=3, stride=2)
+    x = np.arange(1600, dtype=np.float32).reshape(40, 40)
+    want = run_spec(spec, x, np.float32)  # starts the pool in the parent
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(run_spec, (spec, x, np.float32)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
 
 
 @st.composite

@@ -66,6 +66,16 @@ def workers():
     return max(1, os.cpu_count() or 1)
 
 
+def _forget_pool():
+    # A forked child inherits the pool object but not its threads: start afresh.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _executor():
     global _pool
     with _pool_lock:
