@@ -68,3 +68,25 @@ def test_rgb_and_imagej_order_to_ome_zarr(tmp_path, capsys, extra):
         geo = output_geometry("down", hyper.shape, axes=(1, 3, 4), scale=(3.0, 2.0, 1.0, 0.5, 0.5))
         assert src.meta.scale == pytest.approx([geo.scale[i] for i in (0, 2, 1, 3, 4)])
         assert src.meta.translate == pytest.approx([geo.translate[i] for i in (0, 2, 1, 3, 4)])
+
+
+def test_corrupt_zarr_stores_among_good_ones(tmp_path, capsys):
+    d = tmp_path / "in"
+    (d / "broken.zarr").mkdir(parents=True)
+    (d / "broken.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    (d / "group.zarr").mkdir()
+    (d / "group.zarr" / "zarr.json").write_text(
+        '{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+    )
+    (d / "garbage.zarr").mkdir()
+    (d / "garbage.zarr" / "zarr.json").write_text("{not json")
+    tifffile.imwrite(d / "ok.tif", np.ones((20, 20), np.uint8))
+    out = tmp_path / "out"
+    code = main(["down", str(d), "-o", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["done"] == 1 and report["failed"] == 3
+    reasons = {f["input"].rsplit("/", 1)[1]: f["reason"] for f in report["files"]}
+    assert "not a readable Zarr store" in reasons["broken.zarr"]
+    assert "not a readable Zarr store" in reasons["garbage.zarr"]
+    assert "multiscales" in reasons["group.zarr"]
+    assert sorted(p.name for p in out.iterdir()) == ["ok.tif"]

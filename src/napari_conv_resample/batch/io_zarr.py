@@ -58,7 +58,10 @@ class ZarrSource:
 
     def __init__(self, path):
         self.path = str(path)
-        node = zarr.open(self.path, mode="r")
+        try:
+            node = zarr.open(self.path, mode="r")
+        except Exception as exc:
+            raise ValueError(f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
         if isinstance(node, zarr.Array):
             self._arr = node
             self.meta = _plain_meta(node)
