@@ -62,6 +62,13 @@ __device__ __forceinline__ long long border(long long p, long long n, int mode) 
     return p >= n ? period - p : p;
 }}
 
+__device__ __forceinline__ void next_tap(long long* tap, const long long* ks) {{
+    for (int a = NSP - 1; a >= 0; --a) {{
+        if (++tap[a] < ks[a]) return;
+        tap[a] = 0;
+    }}
+}}
+
 // info: out_shape[NDIM], x_strides[NDIM], y_strides[NDIM] (in elements),
 //       x_shape[NSP], ksize[NSP], stride[NSP], dilation[NSP], pad_lo[NSP];
 //       axes in canonical order (spatial axes last).
@@ -86,12 +93,13 @@ extern "C" __global__ void {name}(const in_t* __restrict__ x, out_t* __restrict_
         for (int a = 0; a < NDIM - NSP; ++a) base += coord[a] * xstr[a];
         for (int a = 0; a < NDIM; ++a) yoff += coord[a] * ystr[a];
         out_t acc = 0;
-        for (long long t = 0; t < n_taps; ++t) {{
-            long long trem = t, off = base;
+        long long tap[NSP];  // tap index per axis, advanced like an odometer (C order)
+        for (int a = 0; a < NSP; ++a) tap[a] = 0;
+        for (long long t = 0; t < n_taps; ++t, next_tap(tap, ks)) {{
+            long long off = base;
             bool skip = false;
-            for (int a = NSP - 1; a >= 0; --a) {{  // tap index per axis, C order
-                long long ta = trem % ks[a];
-                trem /= ks[a];
+            for (int a = 0; a < NSP; ++a) {{
+                long long ta = tap[a];
                 long long o = coord[NDIM - NSP + a], src;
                 if (up) {{
                     long long num = o + plo[a] - dl[a] * ta;
