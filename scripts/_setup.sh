@@ -33,13 +33,27 @@ install_debian_packages() {
   fi
 }
 
-setup_venv() {  # $1: the extras to install, e.g. "all,test,oracle"
-  local python=${PYTHON:-python3}
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-    echo "Python 3.10 or newer is needed; $python is $("$python" -V 2>&1)." >&2
-    echo "Set PYTHON=/path/to/python3.x to pick another interpreter." >&2
-    return 1
+is_new_enough() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+
+find_python() {  # Python 3.11+ (zarr 3, the OME-Zarr 0.5 I/O, needs it): $PYTHON, a python3.x, or apt
+  local candidate
+  for candidate in ${PYTHON:-} python3 python3.13 python3.12 python3.11; do
+    if command -v "$candidate" >/dev/null && is_new_enough "$candidate"; then
+      echo "$candidate"; return 0
+    fi
+  done
+  if [ -z "${PYTHON:-}" ] && command -v apt-get >/dev/null; then
+    echo ">> python3 is older than 3.11; installing python3.11 from Debian/Ubuntu packages" >&2
+    install_debian_packages python3.11 python3.11-venv >&2 && echo python3.11 && return 0
   fi
+  echo "Python 3.11 or newer is needed (found: $(python3 -V 2>&1))." >&2
+  echo "Set PYTHON=/path/to/python3.x to pick another interpreter." >&2
+  return 1
+}
+
+setup_venv() {  # $1: the extras to install, e.g. "all,test,oracle"
+  local python
+  python=$(find_python)
   # A venv left without pip (e.g. an interrupted first run) is made again.
   if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     rm -rf .venv
