@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import DEFAULTS, output_geometry, place_output
-from ..operators import dilated_downsample, transpose_upsample
+from ..operators import compute_dtype, dilated_downsample, transpose_upsample
 from ..pipeline import Pipeline, Stage
 
 #: ``layer.metadata`` key holding the recipe (``Pipeline.to_dict()``) of a result.
@@ -291,10 +291,7 @@ def plan_resample(layer, op, n_spatial=None, **params):
 
 
 def _out_dtype(in_dtype, preserve_dtype):
-    in_dtype = np.dtype(in_dtype)
-    if preserve_dtype or in_dtype == np.float64:
-        return in_dtype
-    return np.dtype(np.float32)
+    return np.dtype(in_dtype) if preserve_dtype else compute_dtype(in_dtype)
 
 
 def iter_resample(plan, *, backend="auto", preserve_dtype=False):
