@@ -1,9 +1,11 @@
 """The blocked, threaded NumPy engine equals the reference engine.
 
-Both sum the taps of an output pixel in the same order (``np.ndindex`` over
-the kernel) with each product rounded to the compute dtype, so results are
-normally identical; the tolerance (rtol 1e-6 float32, 1e-12 float64, relative
-to ``sum |w| * max |x|``) only allows for platform SIMD differences.
+With distinct weights both sum the taps of an output pixel in the same
+order (``np.ndindex`` over the kernel) with each product rounded to the
+compute dtype, so results are normally identical; taps sharing a weight are
+summed before one multiply in the engine, so symmetric kernels agree to
+rounding. The tolerance is rtol 1e-6 float32, 1e-12 float64, relative to
+``sum |w| * max |x|``.
 No timing assertions here: speed is measured by ``benchmarks/run_benchmarks.py``.
 """
 
@@ -306,3 +308,28 @@ def test_hypothesis_matches_reference(case):
         assert_matches_reference(spec, x, dtype)
     finally:
         _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS = old
+
+
+@pytest.mark.parametrize("op", ["down", "up"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_shared_weights_are_summed_first_and_match_reference(op, n, blocking):
+    """Kernels with repeated weights (presets, box, few distinct values, zeros)."""
+    rng = np.random.default_rng(300 + n)
+    shape = (2,) + (9,) * n if n < 3 else (2, 7, 8, 9)
+    axes = tuple(range(1, n + 1))
+    kernels = [
+        ("gaussian", {"size": 3}),
+        ("binomial", {"size": 5}),
+        ("box", {"size": 2}),
+        (rng.integers(-2, 3, size=(3,) * n) / 4.0, {}),  # few values, zeros, signs
+    ]
+    for kernel, extra in kernels:
+        for mode in MODES if op == "down" else ["zeros"]:
+            kwargs = dict(kernel=kernel, stride=2, axes=axes, **extra)
+            if op == "down":
+                spec = resolve_spec("down", shape, padding="same", mode=mode, **kwargs)
+            else:
+                spec = resolve_spec("up", shape, padding=1, **kwargs)
+            for dtype in (np.float32, np.float64):
+                x = rng.normal(size=shape) * 30
+                assert_matches_reference(spec, x.astype(dtype), dtype)

@@ -4,8 +4,10 @@ One ``RawKernel`` launch per call, for down and for up, any number of spatial
 axes. The kernel source is generated per (number of axes, input type, compute
 type) and cached. Each thread walks the kernel's taps in the reference
 engine's order (``np.ndindex``) and accumulates with ``__fmul_rn`` /
-``__fadd_rn`` (no fused multiply-add), so results equal the NumPy engines'
-rounding. Integer input is read and converted inside the kernel: no
+``__fadd_rn`` (no fused multiply-add), so results equal the reference
+engine's rounding (the NumPy engine's too for kernels whose weights are all
+distinct; it sums taps sharing a weight before one multiply). Integer
+input is read and converted inside the kernel: no
 converted, padded or zero-stuffed copy of the image is ever made; the output
 is the only large allocation.
 

@@ -22,12 +22,15 @@ SIMD inner loops on cache-resident data. Blocks run on a thread pool (NumPy
 releases the GIL). Working memory is a few blocks per thread, never a
 whole-image copy.
 
-Exactness: within each output pixel the taps are summed in the reference
-engine's order (``np.ndindex`` over the kernel), each product rounded to the
-compute dtype before it is added, so results equal
-:mod:`~napari_conv_resample._reference_engine` bit for bit on the same
-platform (tests allow rtol 1e-6 float32 / 1e-12 float64 in case a SIMD
-path differs).
+Exactness: taps that share a weight (every symmetric kernel: all presets)
+are summed first and multiplied once, ``w*(a+b+...)``, which saves one
+pass per shared tap (a 3x3 gaussian takes 11 array operations instead of
+17, a 3x3x3 one 33 instead of 53). Groups are taken in order of their first
+tap in the reference engine's order (``np.ndindex`` over the kernel). With
+all weights distinct the result equals
+:mod:`~napari_conv_resample._reference_engine` bit for bit; otherwise the
+summation order differs and results agree to rounding: tests allow rtol
+1e-6 float32 / 1e-12 float64 relative to ``sum |w| * max |x|``.
 """
 
 from __future__ import annotations
@@ -369,15 +372,23 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
             continue
         # Flat length covering every needed output of this program.
         n = 1 + sum((e - 1) * k for e, k in zip((nb, *ext), strides))
-        for i, (w, base, offset) in enumerate(prog.taps):
+        # Windows grouped by weight (first occurrence first): w*(a+b+...).
+        windows = {}
+        for w, base, offset in prog.taps:
             flat, lo = sources[base]
             start = sum((q - q0) * k for q, q0, k in zip(offset, lo, strides[1:]))
-            view = flat[start : start + n]
-            if i == 0:
-                np.multiply(view, w, out=acc[:n])
+            windows.setdefault(w, []).append(flat[start : start + n])
+        for i, (w, views) in enumerate(windows.items()):
+            part = acc[:n] if i == 0 else tmp[:n]
+            if len(views) == 1:
+                np.multiply(views[0], w, out=part)
             else:
-                np.multiply(view, w, out=tmp[:n])
-                np.add(acc[:n], tmp[:n], out=acc[:n])
+                np.add(views[0], views[1], out=part)
+                for v in views[2:]:
+                    np.add(part, v, out=part)
+                np.multiply(part, w, out=part)
+            if i:
+                np.add(acc[:n], part, out=acc[:n])
         grid = acc[:size].reshape(layout)
         out_block[...] = grid[(slice(None),) + tuple(slice(0, e) for e in ext)]
 
