@@ -25,7 +25,7 @@ whole-image copy.
 Exactness: taps that share a weight (every symmetric kernel: all presets)
 are summed first and multiplied once, ``w*(a+b+...)``, which saves one
 pass per shared tap (a 3x3 gaussian takes 11 array operations instead of
-17, a 3x3x3 one 33 instead of 53). Groups are taken in order of their first
+17, a 3x3x3 one 30 instead of 53). Groups are taken in order of their first
 tap in the reference engine's order (``np.ndindex`` over the kernel). With
 all weights distinct the result equals
 :mod:`~napari_conv_resample._reference_engine` bit for bit; otherwise the
