@@ -262,7 +262,18 @@ def test_error_in_worker_becomes_notification(make_napari_viewer, qtbot):
     assert w.run_button.enabled and not w.cancel_button.enabled
 
 
-def test_cancel_stops_the_worker(make_napari_viewer, qtbot):
+def test_cancel_stops_the_worker(make_napari_viewer, qtbot, monkeypatch):
+    import time
+
+    from napari_conv_resample._widgets import _layers
+
+    # Each slice takes >= 10 ms, so the job lasts seconds however fast the
+    # engine is: the test is about cancelling, not about speed.
+    def slow_downsample(*args, **kwargs):
+        time.sleep(0.01)
+        return dilated_downsample(*args, **kwargs)
+
+    monkeypatch.setattr(_layers, "dilated_downsample", slow_downsample)
     viewer = make_napari_viewer()
     movie = np.random.default_rng(3).random((400, 96, 96)).astype(np.float32)
     layer = viewer.add_image(movie, name="long", axis_labels=("t", "y", "x"))

@@ -10,6 +10,7 @@ their placement is the library's, not the input's (DESIGN §3).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,23 +295,34 @@ def _out_dtype(in_dtype, preserve_dtype):
     return np.dtype(in_dtype) if preserve_dtype else compute_dtype(in_dtype)
 
 
+#: Seconds between the progress reports (and cancel points) of :func:`iter_resample`.
+YIELD_INTERVAL_S = 0.05
+
+
 def iter_resample(plan, *, backend="auto", preserve_dtype=False):
     """Generator: resample ``plan`` one time-point/channel slice at a time.
 
-    Yields ``(done, total)`` after each slice (a cancel point for a napari
-    worker) and returns the layer-data tuple.
+    Yields ``(done, total)`` after a slice at most every
+    :data:`YIELD_INTERVAL_S` and after the last one (cancel points for a
+    napari worker), and returns the layer-data tuple.
     """
     func = dilated_downsample if plan.op == "down" else transpose_upsample
     data = plan.data
     out = np.empty(plan.geometry.shape, dtype=_out_dtype(data.dtype, preserve_dtype))
     total = plan.n_slices
     ndim = len(data.shape)
+    last = time.monotonic()
     for done, idx in enumerate(np.ndindex(*plan.loop_shape), 1):
         where = dict(zip(plan.loop_axes, idx))
         sl = tuple(where.get(a, slice(None)) for a in range(ndim))
         chunk = np.asarray(data[sl])
         out[sl] = func(chunk, backend=backend, preserve_dtype=preserve_dtype, **plan.params)
-        yield done, total
+        # Yield (a cancel point) at most every YIELD_INTERVAL_S: thousands of
+        # millisecond-sized slices would otherwise flood the GUI thread's queue.
+        now = time.monotonic()
+        if now - last >= YIELD_INTERVAL_S or done == total:
+            last = now
+            yield done, total
     return (out, dict(plan.kwargs), "image")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from ._layers import iter_resample
@@ -40,6 +41,13 @@ def start_resample_worker(plan, *, backend, preserve_dtype, on_result, on_error=
     failed. ``worker.quit()`` cancels between slices. Returns the worker.
     """
     on_error = on_error or show_error
+    # The progress bar is driven from the GUI thread by the (done, total)
+    # reports, so it is right however often the worker reports.
+    pbar = progress(total=plan.n_slices, desc=desc or plan.kwargs["name"])
+
+    def _yielded(value):
+        done, _total = value
+        pbar.update(done - pbar.n)
 
     def _returned(value):
         if isinstance(value, _Failed):
@@ -52,8 +60,7 @@ def start_resample_worker(plan, *, backend, preserve_dtype, on_result, on_error=
         plan,
         backend,
         preserve_dtype,
-        _progress={"total": plan.n_slices, "desc": desc or plan.kwargs["name"]},
-        _connect={"returned": _returned},
+        _connect={"returned": _returned, "yielded": _yielded, "finished": pbar.close},
         _start_thread=False,
     )
     return worker
