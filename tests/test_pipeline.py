@@ -213,3 +213,19 @@ def test_pipeline_preserve_dtype_casts_the_final_result_once():
     floats = p(x)
     assert floats.dtype == np.float32
     np.testing.assert_array_equal(out, np.clip(np.rint(floats), 0, 65535).astype(np.uint16))
+
+
+def test_pipeline_coverage_map():
+    from napari_conv_resample import coverage_map
+
+    one = Pipeline(
+        [Stage("down", kernel="box", size=3, stride=2, dilation=2, padding=1, mode="reflect")]
+    )
+    np.testing.assert_array_equal(
+        one.coverage_map((20, 22)),
+        coverage_map((20, 22), size=3, stride=2, dilation=2, padding=1, mode="reflect"),
+    )
+    # Through a chain the total equals the number of (output, path) pairs.
+    chain = _dilated_chain((2, 2))
+    cov = chain.coverage_map((30,))
+    assert cov.sum() == sum(chain.receptive_field((30,), (o,)).sum() for o in range(30))

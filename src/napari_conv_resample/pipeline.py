@@ -114,6 +114,13 @@ class Stage:
         return cls(op, **{k: _from_jsonable(k, v) for k, v in d.items()})
 
 
+def _pull_back(r, specs):
+    """Apply the adjoints of ``specs`` in reverse to ``r``: path counts (int64)."""
+    for spec in reversed(specs):
+        r = adjoint(r, spec)
+    return np.rint(r).astype(np.int64)
+
+
 class Pipeline:
     """A chain of :class:`Stage` objects, applied in order.
 
@@ -194,10 +201,21 @@ class Pipeline:
             Counts on the input grid; 0 inside the field's box is a hole.
         """
         specs = self._path_specs(input_shape)[:upto]
-        r = one_hot(specs[-1].output_shape, out_index)
-        for spec in reversed(specs):
-            r = adjoint(r, spec)
-        return np.rint(r).astype(np.int64)
+        return _pull_back(one_hot(specs[-1].output_shape, out_index), specs)
+
+    def coverage_map(self, input_shape):
+        """How many paths from all final output pixels reach each input pixel.
+
+        The chain's :func:`~napari_conv_resample.coverage_map`: 0 marks input
+        pixels that no output depends on.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            Counts on the input grid (spatial shape).
+        """
+        specs = self._path_specs(input_shape)
+        return _pull_back(np.ones(specs[-1].output_shape), specs)
 
     def summary(self, input_shape=None, *, ndim=None):
         """Per stage: receptive field size, effective stride, start offset, holes.

@@ -32,7 +32,7 @@ from napari.utils.notifications import show_error
 
 from ..geometry import DEFAULTS, MODES
 from ..kernels import PRESETS
-from ..masks import adjoint, coverage_map, overlap_map, sampled_mask, zero_inserted
+from ..masks import overlap_map, sampled_mask, zero_inserted
 from ..pipeline import Pipeline, Stage
 from ._layers import (
     chain_geometry,
@@ -572,26 +572,7 @@ class SamplingInspector(W.Container):
         return self._coverage_cache[1]
 
     def _coverage(self, shape, pipeline):
-        stages = pipeline.stages
-        if len(stages) == 1 and stages[0].op == "down":
-            spec = stages[0].spec(shape)
-            return coverage_map(
-                shape,
-                size=spec.size,
-                stride=spec.stride,
-                dilation=spec.dilation,
-                padding=_pairs(spec),
-                mode=spec.mode,
-            )
-        specs, s = [], tuple(shape)
-        for stage in stages:
-            spec = stage.path_spec(s)
-            specs.append(spec)
-            s = spec.output_shape
-        counts = np.ones(s)
-        for spec in reversed(specs):
-            counts = adjoint(counts, spec)
-        return np.rint(counts).astype(np.int64)
+        return pipeline.coverage_map(shape)
 
     @staticmethod
     def sampled(in_shape, out_index, stage, spec):
