@@ -37,17 +37,12 @@ def direct_up(y, w, stride, dilation, pad, output_padding):
     y = np.asarray(y, dtype=np.float64)
     out_shape = tuple(
         (n - 1) * s - 2 * p + d * (k - 1) + op + 1
-        for n, k, s, d, p, op in zip(
-            y.shape, w.shape, stride, dilation, pad, output_padding
-        )
+        for n, k, s, d, p, op in zip(y.shape, w.shape, stride, dilation, pad, output_padding)
     )
     z = np.zeros(out_shape)
     for i in np.ndindex(y.shape):
         for t in np.ndindex(w.shape):
-            j = tuple(
-                s * ii + d * ti - p
-                for ii, ti, s, d, p in zip(i, t, stride, dilation, pad)
-            )
+            j = tuple(s * ii + d * ti - p for ii, ti, s, d, p in zip(i, t, stride, dilation, pad))
             if all(0 <= jj < n for jj, n in zip(j, out_shape)):
                 z[j] += w[t] * y[i]
     return z

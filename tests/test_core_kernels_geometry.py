@@ -34,9 +34,7 @@ def test_up_kernels_sum_to_one_per_phase(name, stride, dilation):
 
 
 def test_preset_formulas():
-    np.testing.assert_allclose(
-        make_kernel("binomial", 5), np.array([1, 4, 6, 4, 1]) / 16
-    )
+    np.testing.assert_allclose(make_kernel("binomial", 5), np.array([1, 4, 6, 4, 1]) / 16)
     np.testing.assert_allclose(
         make_kernel("binomial", 5, direction="up"), np.array([1, 4, 6, 4, 1]) / 8
     )
@@ -66,9 +64,7 @@ def test_pyrup_equivalent():
     w1 = np.array([1, 4, 6, 4, 1]) / 8
     got = transpose_upsample(y, np.outer(w1, w1), stride=2, padding=2, output_padding=1)
     assert got.shape == (12, 14)
-    np.testing.assert_allclose(
-        transpose_upsample(y, "binomial", padding=2, output_padding=1), got
-    )
+    np.testing.assert_allclose(transpose_upsample(y, "binomial", padding=2, output_padding=1), got)
 
 
 @pytest.mark.parametrize(
@@ -183,3 +179,30 @@ def test_place_output_checks_lengths():
     spec = resolve_spec("down", (8, 8))
     with pytest.raises(ValueError, match="scale"):
         place_output(spec, scale=(1.0,))
+
+
+@pytest.mark.parametrize(
+    ("k", "s", "d", "p", "op"), [(3, 2, 1, 1, 1), (4, 2, 1, 1, 0), (3, 3, 2, 0, 2)]
+)
+def test_zero_inserted_view_puts_each_input_pixel_at_its_world_position(k, s, d, p, op):
+    from napari_conv_resample import zero_inserted
+    from napari_conv_resample.geometry import zero_inserted_placement
+
+    y = np.arange(1.0, 8.0)  # distinct non-zero values
+    scale_in, translate_in = (0.7,), (3.0,)
+    g = output_geometry(
+        "up",
+        y.shape,
+        kernel=np.ones(k),
+        stride=s,
+        dilation=d,
+        padding=p,
+        output_padding=op,
+        scale=scale_in,
+        translate=translate_in,
+    )
+    zs, zt = zero_inserted_placement(g.spec, g.scale, g.translate)
+    view = zero_inserted(y, size=k, stride=s, dilation=d, padding=p, output_padding=op)
+    for i, value in enumerate(y):
+        (v,) = np.flatnonzero(view == value)
+        assert zt[0] + zs[0] * v == pytest.approx(translate_in[0] + scale_in[0] * i)

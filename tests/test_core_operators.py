@@ -83,18 +83,14 @@ def test_adjoint_identity_property(data):
     ds = [data.draw(st.integers(1, 3)) for _ in range(n)]
     ps = [data.draw(st.integers(0, d * (k - 1))) for k, d in zip(ks, ds)]
     lens = [
-        data.draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 12))
-        for k, d, p in zip(ks, ds, ps)
+        data.draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 12)) for k, d, p in zip(ks, ds, ps)
     ]
     x = _rand(*lens)
     w = _rand(*ks)
-    y = dilated_downsample(
-        x, w, stride=ss, dilation=ds, padding=ps, mode="zeros", backend="numpy"
-    )
+    y = dilated_downsample(x, w, stride=ss, dilation=ds, padding=ps, mode="zeros", backend="numpy")
     # The output padding that restores x's length.
     base = [
-        (m - 1) * s - 2 * p + d * (k - 1) + 1
-        for m, s, p, d, k in zip(y.shape, ss, ps, ds, ks)
+        (m - 1) * s - 2 * p + d * (k - 1) + 1 for m, s, p, d, k in zip(y.shape, ss, ps, ds, ks)
     ]
     opad = [L - b for L, b in zip(lens, base)]
     v = _rand(*y.shape)
@@ -213,9 +209,7 @@ def test_same_padding_matches_pytorch_at_stride_one():
     torch = _torch()
     x = _rand(20, 21)
     w = _rand(4, 3)
-    got = dilated_downsample(
-        x, w, stride=1, dilation=(2, 3), padding="same", mode="zeros"
-    )
+    got = dilated_downsample(x, w, stride=1, dilation=(2, 3), padding="same", mode="zeros")
     want = torch.nn.functional.conv2d(
         torch.from_numpy(x)[None, None],
         torch.from_numpy(w)[None, None],
@@ -257,9 +251,7 @@ def test_leading_axes_are_filtered_independently():
     got = dilated_downsample(x, "gaussian", axes=(-2, -1))
     for t in range(3):
         for c in range(2):
-            np.testing.assert_array_equal(
-                got[t, c], dilated_downsample(x[t, c], "gaussian")
-            )
+            np.testing.assert_array_equal(got[t, c], dilated_downsample(x[t, c], "gaussian"))
     up = transpose_upsample(x, "bilinear", axes=(2, 3))
     assert up.shape == (3, 2, 32, 36)
     np.testing.assert_array_equal(up[1, 0], transpose_upsample(x[1, 0], "bilinear"))
@@ -309,12 +301,8 @@ def test_preserve_dtype_rounds_and_clips():
     assert out.dtype == np.uint8
     assert out.max() == 255 and out.min() == 255
     x16 = np.full((6, 6), 1001, dtype=np.int16)
-    half = dilated_downsample(
-        x16, np.full((1, 1), 0.5), stride=1, padding=0, preserve_dtype=True
-    )
-    assert half.dtype == np.int16 and np.all(
-        half == 500
-    )  # rint(500.5) -> 500 (banker's)
+    half = dilated_downsample(x16, np.full((1, 1), 0.5), stride=1, padding=0, preserve_dtype=True)
+    assert half.dtype == np.int16 and np.all(half == 500)  # rint(500.5) -> 500 (banker's)
     up = transpose_upsample(x16, preserve_dtype=True)
     assert up.dtype == np.int16
 
@@ -332,15 +320,11 @@ def test_non_contiguous_and_read_only_input_work_and_are_not_modified():
     view.flags.writeable = False
     before = view.copy()
     got = dilated_downsample(view, "binomial", size=5, dilation=2, mode="reflect")
-    want = dilated_downsample(
-        np.ascontiguousarray(view), "binomial", size=5, dilation=2
-    )
+    want = dilated_downsample(np.ascontiguousarray(view), "binomial", size=5, dilation=2)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(view, before)
     up = transpose_upsample(view, "bilinear")
-    np.testing.assert_array_equal(
-        up, transpose_upsample(np.ascontiguousarray(view), "bilinear")
-    )
+    np.testing.assert_array_equal(up, transpose_upsample(np.ascontiguousarray(view), "bilinear"))
 
 
 def test_nan_and_inf_propagate():
@@ -402,7 +386,5 @@ def test_output_shape_equals_geometry_shape():
     up = transpose_upsample(x, "gaussian", stride=(2, 3), axes=(1, 2))
     assert (
         up.shape
-        == output_geometry(
-            "up", x.shape, kernel="gaussian", stride=(2, 3), axes=(1, 2)
-        ).shape
+        == output_geometry("up", x.shape, kernel="gaussian", stride=(2, 3), axes=(1, 2)).shape
     )

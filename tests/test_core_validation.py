@@ -76,9 +76,7 @@ def test_up_bad_parameters(kwargs, exc, words):
 
 def test_image_smaller_than_dilated_kernel_names_both_sizes():
     with pytest.raises(ValueError) as info:
-        dilated_downsample(
-            np.zeros((4, 40)), np.ones((3, 3)), dilation=3, padding="valid"
-        )
+        dilated_downsample(np.zeros((4, 40)), np.ones((3, 3)), dilation=3, padding="valid")
     msg = str(info.value)
     assert "4 pixels" in msg and "spans 7 pixels" in msg and "dilation=3" in msg
 
@@ -100,9 +98,7 @@ def test_bad_images(image, exc, word):
 
 
 def test_too_large_output_is_refused_before_allocating(monkeypatch):
-    monkeypatch.setattr(
-        "napari_conv_resample._validation.available_memory", lambda xp=None: 1000
-    )
+    monkeypatch.setattr("napari_conv_resample._validation.available_memory", lambda xp=None: 1000)
     with pytest.raises(MemoryError) as info:
         transpose_upsample(np.zeros((64, 64), dtype=np.float32), stride=4)
     assert "(256, 256)" in str(info.value) and "256.0 KiB" in str(info.value)

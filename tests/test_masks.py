@@ -73,9 +73,7 @@ def test_sampled_mask_equals_support_of_the_gradient(data):
         for ki, di, pi in zip(k, d, p)
     )
     ones = np.ones(k)
-    out = dilated_downsample(
-        np.zeros(shape), ones, stride=s, dilation=d, padding=p, mode="zeros"
-    )
+    out = dilated_downsample(np.zeros(shape), ones, stride=s, dilation=d, padding=p, mode="zeros")
     o = tuple(data.draw(st.integers(0, m - 1)) for m in out.shape)
     mask = sampled_mask(shape, o, size=k, stride=s, dilation=d, padding=p)
     want = np.zeros(shape, bool)
@@ -91,15 +89,9 @@ def test_sampled_mask_examples():
     np.testing.assert_array_equal(np.flatnonzero(m), [4, 6, 8])
     m = sampled_mask((10,), (0,), size=3, stride=2, dilation=2, padding=2)
     np.testing.assert_array_equal(np.flatnonzero(m), [0, 2])  # the tap at -2 is padding
-    m = sampled_mask(
-        (10,), (0,), size=3, stride=2, dilation=2, padding=2, mode="reflect"
-    )
-    np.testing.assert_array_equal(
-        np.flatnonzero(m), [0, 2]
-    )  # reflect reads pixel 2 again
-    m = sampled_mask(
-        (10,), (0,), size=3, stride=2, dilation=2, padding=2, mode="circular"
-    )
+    m = sampled_mask((10,), (0,), size=3, stride=2, dilation=2, padding=2, mode="reflect")
+    np.testing.assert_array_equal(np.flatnonzero(m), [0, 2])  # reflect reads pixel 2 again
+    m = sampled_mask((10,), (0,), size=3, stride=2, dilation=2, padding=2, mode="circular")
     np.testing.assert_array_equal(np.flatnonzero(m), [0, 2, 8])
     with pytest.raises(ValueError, match="out_index"):
         sampled_mask((10,), (9,), size=3, stride=2)
@@ -121,9 +113,7 @@ def test_fold_padding_is_the_adjoint_of_padding(mode):
     pads = ((2, 3), (4, 1))
     xp = pad_axes(x, (0, 1), pads, mode)
     y = rng.random(xp.shape)
-    assert np.vdot(xp, y) == pytest.approx(
-        np.vdot(x, fold_padding(y, (0, 1), pads, mode))
-    )
+    assert np.vdot(xp, y) == pytest.approx(np.vdot(x, fold_padding(y, (0, 1), pads, mode)))
 
 
 def test_zero_inserted_view_gives_the_upsample():
@@ -132,15 +122,11 @@ def test_zero_inserted_view_gives_the_upsample():
     y = rng.random((4, 5))
     w = rng.random((3, 3))
     for s, d, p, op in [(2, 1, 1, 1), (3, 2, 1, 0), (2, 1, 0, 0)]:
-        view = zero_inserted(
-            y, size=3, stride=s, dilation=d, padding=p, output_padding=op
-        )
+        view = zero_inserted(y, size=3, stride=s, dilation=d, padding=p, output_padding=op)
         got = dilated_downsample(
             view, w[::-1, ::-1], stride=1, dilation=d, padding=0, mode="zeros"
         )
-        want = transpose_upsample(
-            y, w, stride=s, dilation=d, padding=p, output_padding=op
-        )
+        want = transpose_upsample(y, w, stride=s, dilation=d, padding=p, output_padding=op)
         np.testing.assert_allclose(got, want, rtol=1e-12)
     z = zero_inserted(np.array([1.0, 2.0, 3.0]), size=3, stride=2, padding=1)
     np.testing.assert_array_equal(z, [0, 1, 0, 2, 0, 3, 0])

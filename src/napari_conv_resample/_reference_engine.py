@@ -30,9 +30,7 @@ def correlate_padded(xpad, weights, axes, stride, dilation, out_shape, xp=np):
     tmp = xp.empty(out_shape, dtype=dtype)
     out_lengths = [out_shape[a] for a in axes]
     for tap in np.ndindex(weights.shape):
-        view = xpad[
-            _tap_view_slices(xpad.ndim, axes, tap, stride, dilation, out_lengths)
-        ]
+        view = xpad[_tap_view_slices(xpad.ndim, axes, tap, stride, dilation, out_lengths)]
         xp.multiply(view, dtype.type(weights[tap]), out=tmp)
         out += tmp
     return out

@@ -18,15 +18,11 @@ def per_axis_ints(value, n, name, *, minimum=1):
 
     ``value`` is one int (used for every axis) or a sequence of ``n`` ints.
     """
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(
-        value, bool
-    ):
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
         values = (int(value),) * n
     else:
         if isinstance(value, (str, bytes)):
-            raise TypeError(
-                f"{name} must be an int or a sequence of {n} ints, got {value!r}"
-            )
+            raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
         try:
             values = tuple(value)
         except TypeError:
@@ -58,9 +54,7 @@ def check_image(image):
     ):
         image = np.asarray(image)
     if image.ndim == 0:
-        raise ValueError(
-            f"image must have at least one axis, got a 0-d array {image!r}"
-        )
+        raise ValueError(f"image must have at least one axis, got a 0-d array {image!r}")
     if image.size == 0:
         raise ValueError(f"image is empty: shape {tuple(image.shape)}")
     kind = np.dtype(image.dtype).kind
@@ -92,9 +86,7 @@ def normalize_axes(axes, ndim, n_kernel_axes=None):
     try:
         axes_list = list(axes)
     except TypeError:
-        raise TypeError(
-            f"axes must be an int or a sequence of ints, got {axes!r}"
-        ) from None
+        raise TypeError(f"axes must be an int or a sequence of ints, got {axes!r}") from None
     if not axes_list:
         raise ValueError(f"axes must name at least one axis, got {axes!r}")
     out = []
@@ -102,9 +94,7 @@ def normalize_axes(axes, ndim, n_kernel_axes=None):
         if isinstance(a, bool) or not isinstance(a, (numbers.Integral, np.integer)):
             raise TypeError(f"axes must contain integers, got {axes!r}")
         if not -ndim <= a < ndim:
-            raise ValueError(
-                f"axes={axes!r}: axis {a} is out of range for a {ndim}-D image"
-            )
+            raise ValueError(f"axes={axes!r}: axis {a} is out of range for a {ndim}-D image")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"axes={axes!r} names the same axis twice")
@@ -144,9 +134,7 @@ def format_bytes(n):
 
 def check_memory(shape, dtype, what, xp=np, extra_bytes=0):
     """Refuse, before allocating, an array that cannot fit in free memory."""
-    need = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize + int(
-        extra_bytes
-    )
+    need = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize + int(extra_bytes)
     have = available_memory(xp)
     if need > have:
         device = "GPU" if xp is not np else "the machine"

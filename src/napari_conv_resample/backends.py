@@ -51,9 +51,7 @@ def get_array_module(backend, image=None):
     :class:`BackendUnavailableError` explaining what is missing.
     """
     if backend not in BACKENDS:
-        raise ValueError(
-            f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
-        )
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numpy":
         return np
     if backend == "auto" and image is not None and is_cupy_array(image):

@@ -68,11 +68,7 @@ def down_length(length, size, stride, dilation, pad_lo, pad_hi):
 def up_length(length, size, stride, dilation, pad_lo, pad_hi, output_padding=0):
     """Output length of a transposed convolution (PyTorch ``conv_transpose``)."""
     return (
-        (length - 1) * stride
-        - pad_lo
-        - pad_hi
-        + dilated_extent(size, dilation)
-        + output_padding
+        (length - 1) * stride - pad_lo - pad_hi + dilated_extent(size, dilation) + output_padding
     )
 
 
@@ -167,8 +163,7 @@ class ResampleSpec:
     def center_offset(self):
         """``c = d*(k-1)/2 - p_lo`` per spatial axis, in pixels of the finer grid."""
         return tuple(
-            d * (k - 1) / 2.0 - p
-            for k, d, p in zip(self.size, self.dilation, self.pad_lo)
+            d * (k - 1) / 2.0 - p for k, d, p in zip(self.size, self.dilation, self.pad_lo)
         )
 
 
@@ -189,9 +184,7 @@ def resolve_spec(op, input_shape, **params):
         raise ValueError(f"op must be 'down' or 'up', got {op!r}")
     unknown = set(params) - set(DEFAULTS[op])
     if unknown:
-        raise TypeError(
-            f"unknown parameter(s) for op={op!r}: {', '.join(sorted(unknown))}"
-        )
+        raise TypeError(f"unknown parameter(s) for op={op!r}: {', '.join(sorted(unknown))}")
     return _resolve(op, input_shape, **{**DEFAULTS[op], **params})
 
 
@@ -263,12 +256,9 @@ def _down_padding(padding, lengths, size, stride, dilation):
             return ((0, 0),) * len(lengths)
         if padding == "same":
             return tuple(
-                same_padding(L, k, s, d)
-                for L, k, s, d in zip(lengths, size, stride, dilation)
+                same_padding(L, k, s, d) for L, k, s, d in zip(lengths, size, stride, dilation)
             )
-        raise ValueError(
-            f"padding must be 'same', 'valid' or integers, got {padding!r}"
-        )
+        raise ValueError(f"padding must be 'same', 'valid' or integers, got {padding!r}")
     if padding is None:
         return ((0, 0),) * len(lengths)
     return parse_padding(padding, len(lengths))
@@ -276,9 +266,7 @@ def _down_padding(padding, lengths, size, stride, dilation):
 
 def _down_lengths(lengths, size, stride, dilation, pads, mode):
     out = []
-    for i, (L, k, s, d, (lo, hi)) in enumerate(
-        zip(lengths, size, stride, dilation, pads)
-    ):
+    for i, (L, k, s, d, (lo, hi)) in enumerate(zip(lengths, size, stride, dilation, pads)):
         span = dilated_extent(k, d)
         if L + lo + hi < span:
             raise ValueError(
@@ -308,9 +296,7 @@ def _up_lengths(lengths, size, stride, dilation, padding, output_padding, output
     elif padding == "valid":
         pads, default_opad = ((0, 0),) * n, (0,) * n
     elif isinstance(padding, str):
-        raise ValueError(
-            f"padding must be None, 'same', 'valid' or integers, got {padding!r}"
-        )
+        raise ValueError(f"padding must be None, 'same', 'valid' or integers, got {padding!r}")
     else:
         pads, default_opad = parse_padding(padding, n), (0,) * n
     limits = [max(s, d) for s, d in zip(stride, dilation)]
@@ -373,15 +359,11 @@ def place_output(spec, scale=None, translate=None):
     """
     ndim = len(spec.input_shape)
     scale = (1.0,) * ndim if scale is None else tuple(float(v) for v in scale)
-    translate = (
-        (0.0,) * ndim if translate is None else tuple(float(v) for v in translate)
-    )
+    translate = (0.0,) * ndim if translate is None else tuple(float(v) for v in translate)
     if len(scale) != ndim:
         raise ValueError(f"scale={scale!r} must have one entry per image axis ({ndim})")
     if len(translate) != ndim:
-        raise ValueError(
-            f"translate={translate!r} must have one entry per image axis ({ndim})"
-        )
+        raise ValueError(f"translate={translate!r} must have one entry per image axis ({ndim})")
     new_scale, new_translate = list(scale), list(translate)
     for a, s, c in zip(spec.axes, spec.stride, spec.center_offset):
         if spec.op == "down":
@@ -417,6 +399,25 @@ def output_geometry(op, input_shape, *, scale=None, translate=None, **params):
     return OutputGeometry(spec.output_shape, new_scale, new_translate, spec)
 
 
+def zero_inserted_placement(spec, scale_out, translate_out):
+    """World ``scale``/``translate`` of :func:`~napari_conv_resample.masks.zero_inserted`.
+
+    ``spec`` is an upsample; ``scale_out``/``translate_out`` are its output's
+    (from :func:`place_output`). Each input pixel lands on its own world
+    position in the view.
+
+    In the zero-inserted view a stride-1 correlation with the (dilated)
+    flipped kernel gives the upsample, so output pixel ``o`` is the centre of
+    view pixels ``o .. o + d*(k-1)``: the view is the output grid shifted by
+    ``d*(k-1)/2`` output pixels (``spec.center_offset + spec.pad_lo``).
+    """
+    translate = tuple(
+        t - s * (c + lo)
+        for t, s, c, lo in zip(translate_out, scale_out, spec.center_offset, spec.pad_lo)
+    )
+    return tuple(scale_out), translate
+
+
 __all__ = [
     "DEFAULTS",
     "OutputGeometry",
@@ -429,4 +430,5 @@ __all__ = [
     "resolve_spec",
     "same_padding",
     "up_length",
+    "zero_inserted_placement",
 ]

@@ -53,9 +53,7 @@ def natural_size(name, stride, *, sigma=None, a=3):
 
 def _check_name(name):
     if name not in PRESETS:
-        raise ValueError(
-            f"kernel={name!r} is not a preset; choose one of {', '.join(PRESETS)}"
-        )
+        raise ValueError(f"kernel={name!r} is not a preset; choose one of {', '.join(PRESETS)}")
 
 
 def kernel_profile(name, size, stride, *, sigma=None, a=3):
@@ -146,19 +144,13 @@ def make_kernel(
     dilation = per_axis_ints(dilation, ndim, "dilation")
     sigmas = (sigma,) * ndim if sigma is None or np.isscalar(sigma) else tuple(sigma)
     if len(sigmas) != ndim:
-        raise ValueError(
-            f"sigma={sigma!r} has {len(sigmas)} values but there are {ndim} axes"
-        )
+        raise ValueError(f"sigma={sigma!r} has {len(sigmas)} values but there are {ndim} axes")
     if size is None:
-        size = tuple(
-            natural_size(name, s, sigma=sg, a=a) for s, sg in zip(stride, sigmas)
-        )
+        size = tuple(natural_size(name, s, sigma=sg, a=a) for s, sg in zip(stride, sigmas))
     size = per_axis_ints(size, ndim, "size")
     kernel = np.ones((), dtype=np.float64)
     for k, s, d, sg in zip(size, stride, dilation, sigmas):
-        w = normalize_profile(
-            kernel_profile(name, k, s, sigma=sg, a=a), s, d, direction
-        )
+        w = normalize_profile(kernel_profile(name, k, s, sigma=sg, a=a), s, d, direction)
         kernel = np.multiply.outer(kernel, w)
     return kernel
 
@@ -183,13 +175,9 @@ def resolve_kernel(kernel, size, stride, dilation, direction, n_axes):
         kernel = kernel.get()  # the weights are tiny: keep them on the host
     w = np.asarray(kernel)
     if w.dtype.kind not in "biuf":
-        raise TypeError(
-            f"kernel must be a preset name or a real numeric array, got {w.dtype}"
-        )
+        raise TypeError(f"kernel must be a preset name or a real numeric array, got {w.dtype}")
     if w.ndim == 0 or w.size == 0:
-        raise ValueError(
-            f"kernel array must have at least one tap per axis, got shape {w.shape}"
-        )
+        raise ValueError(f"kernel array must have at least one tap per axis, got shape {w.shape}")
     if w.ndim != n_axes:
         raise ValueError(
             f"kernel has {w.ndim} dimensions (shape {w.shape}) but there are {n_axes} spatial axes"

@@ -55,9 +55,7 @@ def adjoint_up(z, spec):
     """Adjoint of the transpose upsample ``spec`` applied to ``z`` (NumPy, float64)."""
     z = np.asarray(z, dtype=np.float64)
     width = [(0, 0)] * z.ndim
-    for a, k, s, d, lo in zip(
-        spec.axes, spec.size, spec.stride, spec.dilation, spec.pad_lo
-    ):
+    for a, k, s, d, lo in zip(spec.axes, spec.size, spec.stride, spec.dilation, spec.pad_lo):
         full = (spec.input_shape[a] - 1) * s + d * (k - 1) + 1
         width[a] = (lo, max(0, full - lo - z.shape[a]))
     return correlate_padded(
@@ -79,9 +77,7 @@ def one_hot(shape, index, name="out_index"):
     """Float64 array of ``shape`` with a single 1 at ``index`` (negative allowed)."""
     index = tuple(int(i) for i in np.atleast_1d(index))
     if len(index) != len(shape):
-        raise ValueError(
-            f"{name}={index!r} needs {len(shape)} entries for shape {shape}"
-        )
+        raise ValueError(f"{name}={index!r} needs {len(shape)} entries for shape {shape}")
     for i, n in zip(index, shape):
         if not -n <= i < n:
             raise ValueError(f"{name}={index!r} is outside the output of shape {shape}")
@@ -108,9 +104,7 @@ def _as_counts(a):
     return np.rint(a).astype(np.int64)
 
 
-def sampled_mask(
-    input_shape, out_index, *, size, stride=1, dilation=1, padding=0, mode="zeros"
-):
+def sampled_mask(input_shape, out_index, *, size, stride=1, dilation=1, padding=0, mode="zeros"):
     """Input pixels that output pixel ``out_index`` of a downsample reads.
 
     Parameters
@@ -148,9 +142,7 @@ def coverage_map(input_shape, *, size, stride=1, dilation=1, padding=0, mode="ze
     return _as_counts(adjoint_down(np.ones(spec.output_shape), spec))
 
 
-def overlap_map(
-    input_shape, *, size, stride=1, dilation=1, padding=0, output_padding=0
-):
+def overlap_map(input_shape, *, size, stride=1, dilation=1, padding=0, output_padding=0):
     """How many kernel taps land on each pixel of a transpose upsample.
 
     In the interior the count depends on ``(o + padding) mod stride``:

@@ -19,9 +19,7 @@ from .padding import pad_axes
 
 def compute_dtype(dtype):
     """Float dtype the arithmetic runs in: float64 stays, everything else float32."""
-    return (
-        np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
-    )
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def cast_result(out, dtype, preserve_dtype, xp=np):

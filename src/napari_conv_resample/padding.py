@@ -31,9 +31,7 @@ def source_index(length, lo, hi, mode):
         period = 2 * (length - 1)
         m = p % period
         return np.where(m >= length, period - m, m)
-    raise ValueError(
-        f"mode must be zeros, reflect, replicate or circular, got {mode!r}"
-    )
+    raise ValueError(f"mode must be zeros, reflect, replicate or circular, got {mode!r}")
 
 
 def pad_axes(x, axes, pads, mode, xp=np):

@@ -30,7 +30,7 @@ from napari.qt.threading import create_worker
 from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
 
-from ..geometry import DEFAULTS, MODES
+from ..geometry import DEFAULTS, MODES, zero_inserted_placement
 from ..kernels import PRESETS
 from ..masks import overlap_map, sampled_mask, zero_inserted
 from ..pipeline import Pipeline, Stage
@@ -43,7 +43,6 @@ from ._layers import (
     layer_source,
     spatial_axes,
     world_to_index,
-    zero_inserted_placement,
 )
 from ._resample_widgets import SPATIAL_CHOICES, _fmt, parse_value
 from ._workers import _Failed, error_message

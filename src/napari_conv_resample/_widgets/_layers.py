@@ -389,18 +389,3 @@ __all__ = [
     "spatial_axes",
     "world_to_index",
 ]
-
-
-def zero_inserted_placement(spec, scale_out, translate_out):
-    """``scale``/``translate`` of :func:`~napari_conv_resample.masks.zero_inserted`.
-
-    In the zero-inserted view a stride-1 correlation with the (dilated)
-    flipped kernel gives the upsample, so output pixel ``o`` is the centre of
-    view pixels ``o .. o + d*(k-1)``: the view is the output grid shifted by
-    ``d*(k-1)/2`` output pixels (``spec.center_offset + spec.pad_lo``).
-    """
-    translate = tuple(
-        t - s * (c + lo)
-        for t, s, c, lo in zip(translate_out, scale_out, spec.center_offset, spec.pad_lo)
-    )
-    return tuple(scale_out), translate
