@@ -199,9 +199,15 @@ def bench_pyramid(shape, repeat, rng):
         10,
     )
     small = down
-    assert transpose_upsample(small).shape == pyramid_expand(small, 2).shape
+
+    # A gaussian step up too (the default up kernel is bilinear): natural size,
+    # sigma 2*2/6 like skimage, normalised per phase.
+    def up():
+        return transpose_upsample(small, "gaussian")
+
+    assert up().shape == pyramid_expand(small, 2).shape
     ms = medians_ms(
-        {"ours": lambda: transpose_upsample(small), "skimage": lambda: pyramid_expand(small, 2)},
+        {"ours": up, "skimage": lambda: pyramid_expand(small, 2)},
         max(3, repeat // 2),
     )
     report(
