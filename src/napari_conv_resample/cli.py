@@ -12,14 +12,13 @@ import argparse
 import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from .geometry import DEFAULTS, MODES, resolve_spec
 from .kernels import PRESETS
-from .pipeline import Pipeline, Stage
+from .pipeline import Pipeline, Stage, to_jsonable
 
 EXAMPLES = {
     None: """\
@@ -315,20 +314,6 @@ def _pipeline(args):
     return Pipeline([stage])
 
 
-def _jsonable(v):
-    if isinstance(v, Fraction):
-        return int(v) if v.denominator == 1 else str(v)
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    return v
-
-
 def cmd_inspect(args, out):
     pipe = _pipeline(args)
     shape = _ints(args.shape, "shape") if args.shape else None
@@ -339,7 +324,7 @@ def cmd_inspect(args, out):
         text = pipe.format_summary(shape)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    report = {"stages": [s.to_dict() for s in pipe.stages], "summary": _jsonable(rows)}
+    report = {"stages": [s.to_dict() for s in pipe.stages], "summary": to_jsonable(rows)}
     files = []
     if args.input:
         from .batch.discover import discover
@@ -504,7 +489,7 @@ def _run_batch(found, options, args, out, err, process, summarize):
     if args.json:
         for f in report["files"]:
             f.pop("traceback", None)
-        print(json.dumps(_jsonable(report), indent=2), file=out)
+        print(json.dumps(to_jsonable(report), indent=2), file=out)
     else:
         for r in results:
             if r.status == "failed":

@@ -160,6 +160,11 @@ class ResampleSpec:
         return tuple(self.weights.shape)
 
     @property
+    def padding(self):
+        """``(lo, hi)`` padding per spatial axis (the operators' explicit form)."""
+        return tuple(zip(self.pad_lo, self.pad_hi))
+
+    @property
     def center_offset(self):
         """``c = d*(k-1)/2 - p_lo`` per spatial axis, in pixels of the finer grid."""
         return tuple(

@@ -35,7 +35,7 @@ def adjoint_down(y, spec):
     Border modes are honoured: what a reflect or circular pad reads outside
     the image is folded back onto the pixels it really reads.
     """
-    pads = tuple(zip(spec.pad_lo, spec.pad_hi))
+    pads = spec.padding
     padded_shape = list(spec.input_shape)
     for a, (lo, hi) in zip(spec.axes, pads):
         padded_shape[a] += lo + hi

@@ -71,7 +71,7 @@ def run_spec_reference(spec, x, dtype, xp=np):
     """
     x = x.astype(dtype, copy=False)
     if spec.op == "down":
-        pads = tuple(zip(spec.pad_lo, spec.pad_hi))
+        pads = spec.padding
         xpad = pad_axes(x, spec.axes, pads, spec.mode, xp)
         return _reference_engine.correlate_padded(
             xpad,

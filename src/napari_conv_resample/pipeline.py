@@ -25,11 +25,20 @@ from .operators import cast_result, dilated_downsample, transpose_upsample
 RECIPE_VERSION = 1
 
 
-def _to_jsonable(value):
+def to_jsonable(value):
+    """``value`` with arrays, tuples, NumPy scalars and fractions made JSON-ready.
+
+    Fractions (effective strides of up stages) become ints when whole, else
+    strings like ``'1/2'``.
+    """
     if isinstance(value, np.ndarray):
         return value.tolist()
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else str(value)
     if isinstance(value, (tuple, list)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -101,7 +110,7 @@ class Stage:
 
     def to_dict(self):
         """JSON-ready dict of this stage."""
-        return {"op": self.op, **{k: _to_jsonable(v) for k, v in self.params.items()}}
+        return {"op": self.op, **{k: to_jsonable(v) for k, v in self.params.items()}}
 
     @classmethod
     def from_dict(cls, d):

@@ -69,10 +69,6 @@ _RF_COLORMAP = Colormap(
 _SYNC_MAX_PIXELS = 1 << 20
 
 
-def _pairs(spec):
-    return tuple(zip(spec.pad_lo, spec.pad_hi))
-
-
 def _remove_callback(viewer, callback):
     """Stop picking once the widget is gone."""
     if callback in viewer.mouse_drag_callbacks:
@@ -490,7 +486,7 @@ class SamplingInspector(W.Container):
                 size=spec.size,
                 stride=spec.stride,
                 dilation=spec.dilation,
-                padding=_pairs(spec),
+                padding=spec.padding,
                 output_padding=spec.output_padding,
             )
             out.append(
@@ -583,7 +579,7 @@ class SamplingInspector(W.Container):
                 size=spec.size,
                 stride=spec.stride,
                 dilation=spec.dilation,
-                padding=_pairs(spec),
+                padding=spec.padding,
                 mode=spec.mode,
             )
         return Pipeline([stage]).receptive_field(in_shape, out_index) > 0
@@ -618,7 +614,7 @@ class SamplingInspector(W.Container):
             size=spec.size,
             stride=spec.stride,
             dilation=spec.dilation,
-            padding=_pairs(spec),
+            padding=spec.padding,
             output_padding=spec.output_padding,
         )
 
