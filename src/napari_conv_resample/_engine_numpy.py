@@ -251,6 +251,7 @@ class _Scratch(threading.local):
 
     def __init__(self):
         self.buffers = {}
+        self.plans = {}  # block shape -> _BlockPlan
 
     def get(self, role, shape, dtype):
         size = math.prod(shape) * dtype.itemsize
@@ -295,6 +296,132 @@ def _gather(x, bsl, ranges, src_step, base, mode, buf):
             np.copyto(target, part, casting="unsafe")
 
 
+def _sum_by_weight(windows, acc, tmp):
+    """``acc = sum(w * (a + b + ...))``: taps sharing a weight are summed first."""
+    for i, (w, views) in enumerate(windows):
+        part = acc if i == 0 else tmp
+        if len(views) == 1:
+            np.multiply(views[0], w, out=part)
+        else:
+            np.add(views[0], views[1], out=part)
+            for v in views[2:]:
+                np.add(part, v, out=part)
+            np.multiply(part, w, out=part)
+        if i:
+            np.add(acc, part, out=acc)
+
+
+class _BlockPlan:
+    """The buffers and views one thread needs for blocks of one shape.
+
+    Everything that depends only on the block's shape (buffer layouts, the
+    polyphase split view, every tap's flat window, the accumulator's grid
+    view) is built once per shape and reused block after block, so the
+    per-block Python work is a handful of calls and blocks can stay small
+    enough for the second-level cache.
+    """
+
+    def __init__(self, programs, dtype, convert, scratch, nb, block, exts):
+        groups = programs[0][2]  # {base: (lowest offset, highest offset)}, all programs
+        st = programs[0][0].src_step
+        nsp = len(st)
+        extent = [
+            n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
+            for a, n in enumerate(block)
+        ]
+        # First source index of each group relative to s*m0 (the block start).
+        first = {
+            base: [s * q + b for q, s, b in zip(lo, st, base)]
+            for base, (lo, _hi) in groups.items()
+        }
+        self.split = len(groups) > 1 and (convert or any(s > 1 for s in st))
+        self.st = st
+        sources = {}
+        if self.split:
+            # Polyphase split of the block's input region: convert and pad
+            # the region once, contiguously (``raw``), then split it with one
+            # copy into its ``prod(s)`` phases, all of one shape. Each group
+            # is a phase starting ``o`` points in; every raw value is copied
+            # once.
+            self.r0 = [min(f[a] for f in first.values()) for a in range(nsp)]
+            span = [
+                max(f[a] for f in first.values()) + s * (e - 1) + 1 - self.r0[a]
+                for a, (s, e) in enumerate(zip(st, extent))
+            ]
+            half = [-(-n // s) for n, s in zip(span, st)]
+            layout = (nb, *half)
+            self.raw = scratch.get("raw", (nb, *[h * s for h, s in zip(half, st)]), dtype)
+            self.raw_len = self.raw.shape[1:]
+            phases = scratch.get("phases", (*st, *layout), dtype)
+            split = self.raw.reshape((nb, *[v for h, s in zip(half, st) for v in (h, s)]))
+            self.phases = phases
+            self.split_view = split.transpose(
+                [*range(2, 2 * nsp + 1, 2), 0, *range(1, 2 * nsp, 2)]
+            )
+            for base, (lo, _hi) in groups.items():
+                phase = tuple((f - a) % s for f, a, s in zip(first[base], self.r0, st))
+                shift = [(f - a) // s for f, a, s in zip(first[base], self.r0, st)]
+                sources[base] = (phases[phase].reshape(-1), [q - o for q, o in zip(lo, shift)])
+        else:
+            layout = (nb, *extent)
+            self.gathers = []
+            for i, (base, (lo, _hi)) in enumerate(groups.items()):
+                buf = scratch.get(("src", i), layout, dtype)
+                self.gathers.append((buf, lo, extent, base))
+                sources[base] = (buf.reshape(-1), lo)
+        strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
+        size = strides[0] * nb
+        acc = scratch.get("acc", (size,), dtype)
+        tmp = scratch.get("tmp", (size,), dtype)
+        self.steps = []
+        for (prog, _groups, _all), ext in zip(programs, exts):
+            if min(ext) <= 0:
+                continue
+            grid = acc[:size].reshape(layout)[(slice(None),) + tuple(slice(0, e) for e in ext)]
+            if not prog.taps:
+                self.steps.append((prog, ext, None, None, grid))
+                continue
+            # Flat length covering every needed output of this program.
+            n = 1 + sum((e - 1) * k for e, k in zip((nb, *ext), strides))
+            # Windows grouped by weight (first occurrence first): w*(a+b+...).
+            by_weight = {}
+            for w, base, offset in prog.taps:
+                flat, lo = sources[base]
+                start = sum((q - q0) * k for q, q0, k in zip(offset, lo, strides[1:]))
+                by_weight.setdefault(w, []).append(flat[start : start + n])
+            payload = (list(by_weight.items()), acc[:n], tmp[:n])
+            self.steps.append((prog, ext, _sum_by_weight, payload, grid))
+
+    def run(self, xo, oo, bsl, mranges, mode):
+        """Gather one block's input (``mranges`` of the sub-grid) and write its outputs."""
+        st = self.st
+        if self.split:
+            ranges = [
+                (s * m0 + r, s * m0 + r + n)
+                for (m0, _m1), s, r, n in zip(mranges, st, self.r0, self.raw_len)
+            ]
+            ones = (1,) * len(st)
+            _gather(xo, bsl, ranges, ones, (0,) * len(st), mode, self.raw)
+            np.copyto(self.phases, self.split_view)
+        else:
+            for buf, lo, extent, base in self.gathers:
+                ranges = [(m0 + q, m0 + q + e) for (m0, _m1), q, e in zip(mranges, lo, extent)]
+                _gather(xo, bsl, ranges, st, base, mode, buf)
+        for prog, ext, kind, payload, grid in self.steps:
+            out_block = oo[
+                (bsl,)
+                + tuple(
+                    slice(f + s * m0, f + s * (m0 + e - 1) + 1, s)
+                    for (m0, _m1), e, f, s in zip(mranges, ext, prog.phase, prog.step)
+                )
+            ]
+            if kind is None:
+                out_block[...] = 0
+                continue
+            kind(*payload)
+            out_block[...] = grid
+
+
 def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
     """Compute every program on one block: batch ``brange``, sub-grid ``mranges``.
 
@@ -305,92 +432,19 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
     accumulator has the buffers' layout (its last rows and columns are
     scratch) and is copied into the output at the end.
     """
-    xo, oo = x[outer], out[outer]
-    bsl = slice(*brange)
     nb = brange[1] - brange[0]
-    groups = programs[0][2]  # {base: (lowest offset, highest offset)}, all programs
-    block = [m1 - m0 for m0, m1 in mranges]
-    extent = [
-        n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
-        for a, n in enumerate(block)
-    ]
-    st = programs[0][0].src_step
-    # First source index of each group, per axis.
-    first = {
-        base: [s * (m0 + q) + b for (m0, _m1), q, s, b in zip(mranges, lo, st, base)]
-        for base, (lo, _hi) in groups.items()
-    }
-    sources = {}
-    if len(groups) > 1 and (xo.dtype != dtype or any(s > 1 for s in st)):
-        # Polyphase split of the block's input region: convert and pad the
-        # region once, contiguously (``raw``), then split it with one copy
-        # into its ``prod(s)`` phases, all of one shape. Each group is a
-        # phase starting ``o`` points in; every raw value is copied once.
-        r0 = [min(f[a] for f in first.values()) for a in range(len(st))]
-        span = [
-            max(f[a] for f in first.values()) + s * (e - 1) + 1 - r0[a]
-            for a, (s, e) in enumerate(zip(st, extent))
-        ]
-        half = [-(-n // s) for n, s in zip(span, st)]
-        layout = (nb, *half)
-        raw_shape = (nb, *[h * s for h, s in zip(half, st)])
-        raw = scratch.get("raw", raw_shape, dtype)
-        ranges = [(a, a + n) for a, n in zip(r0, raw_shape[1:])]
-        _gather(xo, bsl, ranges, (1,) * len(st), (0,) * len(st), mode, raw)
-        phases = scratch.get("phases", (*st, *layout), dtype)
-        split = raw.reshape((nb, *[v for h, s in zip(half, st) for v in (h, s)]))
-        nsp = len(st)
-        np.copyto(phases, split.transpose([*range(2, 2 * nsp + 1, 2), 0, *range(1, 2 * nsp, 2)]))
-        for base, (lo, _hi) in groups.items():
-            phase = tuple((f - a) % s for f, a, s in zip(first[base], r0, st))
-            shift = [(f - a) // s for f, a, s in zip(first[base], r0, st)]
-            sources[base] = (phases[phase].reshape(-1), [q - o for q, o in zip(lo, shift)])
-    else:
-        layout = (nb, *extent)
-        for i, (base, (lo, _hi)) in enumerate(groups.items()):
-            buf = scratch.get(("src", i), layout, dtype)
-            ranges = [(m0 + q, m0 + q + e) for (m0, _m1), q, e in zip(mranges, lo, extent)]
-            _gather(xo, bsl, ranges, st, base, mode, buf)
-            sources[base] = (buf.reshape(-1), lo)
-    strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
-    size = strides[0] * nb
-    acc = scratch.get("acc", (size,), dtype)
-    tmp = scratch.get("tmp", (size,), dtype)
-    for prog, _groups, _all in programs:
-        ext = [min(m1, L) - m0 for (m0, m1), L in zip(mranges, prog.length)]
-        if min(ext) <= 0:
-            continue
-        out_block = oo[
-            (bsl,)
-            + tuple(
-                slice(f + s * m0, f + s * (m0 + e - 1) + 1, s)
-                for (m0, _m1), e, f, s in zip(mranges, ext, prog.phase, prog.step)
-            )
-        ]
-        if not prog.taps:
-            out_block[...] = 0
-            continue
-        # Flat length covering every needed output of this program.
-        n = 1 + sum((e - 1) * k for e, k in zip((nb, *ext), strides))
-        # Windows grouped by weight (first occurrence first): w*(a+b+...).
-        windows = {}
-        for w, base, offset in prog.taps:
-            flat, lo = sources[base]
-            start = sum((q - q0) * k for q, q0, k in zip(offset, lo, strides[1:]))
-            windows.setdefault(w, []).append(flat[start : start + n])
-        for i, (w, views) in enumerate(windows.items()):
-            part = acc[:n] if i == 0 else tmp[:n]
-            if len(views) == 1:
-                np.multiply(views[0], w, out=part)
-            else:
-                np.add(views[0], views[1], out=part)
-                for v in views[2:]:
-                    np.add(part, v, out=part)
-                np.multiply(part, w, out=part)
-            if i:
-                np.add(acc[:n], part, out=acc[:n])
-        grid = acc[:size].reshape(layout)
-        out_block[...] = grid[(slice(None),) + tuple(slice(0, e) for e in ext)]
+    block = tuple(m1 - m0 for m0, m1 in mranges)
+    exts = tuple(
+        tuple(min(m1, L) - m0 for (m0, m1), L in zip(mranges, prog.length))
+        for prog, _g, _a in programs
+    )
+    key = (nb, block, exts)
+    plan = scratch.plans.get(key)
+    if plan is None:
+        plan = scratch.plans[key] = _BlockPlan(
+            programs, dtype, x.dtype != dtype, scratch, nb, block, exts
+        )
+    plan.run(x[outer], out[outer], slice(*brange), mranges, mode)
 
 
 def _count(grid, extents):
