@@ -12,7 +12,8 @@ scikit-image pyramids; CuPy / PyTorch CUDA on a GPU), the ratio
 are skipped with a note. Then the peak extra memory of a down and an up call
 beyond their output (``tracemalloc``; NumPy reports its buffers to it) as a
 fraction of the input. Every peer's result is checked against ours first.
-Times are medians of ``--repeat`` runs after one warm-up, default threads;
+Times are medians of ``--repeat`` runs, default threads; each timed call
+follows 50 ms of untimed calls of the same function (steady state), and
 ours and the peers of a case are timed in interleaved rounds (ours, peer 1,
 peer 2, ours, ...), so load from other processes on a shared machine slows
 all of them alike and the ratios stay fair.
@@ -55,13 +56,27 @@ ROWS = []
 QUICK = False
 
 
+#: Before each timed call, the same function runs untimed for at least this long.
+WARM_S = 0.05
+
+
 def medians_ms(fns, repeat):
-    """Median ms of each callable in ``fns``, timed in interleaved rounds."""
-    for fn in fns.values():
-        fn()  # warm-up (thread pool, page faults, caches)
+    """Median ms of each callable in ``fns``, timed in interleaved rounds.
+
+    Each timed call directly follows at least :data:`WARM_S` of untimed calls
+    of the same function, so every library is measured in its steady state:
+    on this kind of VM an idle core runs slower for a few tens of ms after it
+    wakes (a call right after a long single-threaded peer took 21 ms instead
+    of 13), and PyTorch's OpenMP threads keep spinning after a call returns,
+    which would otherwise tax whichever function runs next.
+    """
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()  # warm calls: thread pools and cores awake, caches and pages in use
+            while time.perf_counter() - t0 < WARM_S:
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
