@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -277,6 +278,7 @@ def test_integer_input_is_converted_block_by_block(op):
     else:
         spec = resolve_spec("up", x.shape, kernel="bilinear", stride=2)
     out_bytes = int(np.prod(spec.output_shape)) * 4
+    _engine_numpy.release_buffers()  # count the working buffers, not reuse kept ones
     tracemalloc.start()
     try:
         run_spec(spec, x, np.float32)
@@ -286,6 +288,35 @@ def test_integer_input_is_converted_block_by_block(op):
     # Block buffers only (issue 5: <= 25% of the input); a whole-image float
     # copy alone would be 200%.
     assert peak - out_bytes <= 0.25 * x.nbytes
+
+
+def test_working_buffers_are_kept_between_calls_then_freed_when_idle(monkeypatch):
+    monkeypatch.setattr(_engine_numpy, "KEEP_BUFFERS_S", 0.05)
+    x = np.random.default_rng(3).random((256, 256), dtype=np.float32)
+    dilated_downsample(x)
+    assert any(_engine_numpy._kept.values())  # kept for the next call
+    deadline = time.monotonic() + 5
+    while any(_engine_numpy._kept.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_engine_numpy._kept.values())
+    dilated_downsample(x)
+    assert any(_engine_numpy._kept.values())
+    _engine_numpy.release_buffers()
+    assert not _engine_numpy._kept
+
+
+def test_calls_sharing_kept_buffers_match_reference(blocking):
+    """Calls of other shapes, dtypes and ops reuse one thread's buffers without mixing them."""
+    rng = np.random.default_rng(11)
+    cases = [
+        ("down", (37, 45), np.float64, dict(kernel=rng.normal(size=(3, 3)), stride=2)),
+        ("up", (9, 21, 14), np.float32, dict(kernel=rng.normal(size=(4, 3, 4)), stride=2)),
+        ("down", (200, 31), np.float32, dict(kernel="gaussian", stride=(3, 2), mode="reflect")),
+        ("down", (37, 45), np.float64, dict(kernel=rng.normal(size=(3, 3)), stride=2)),
+    ]
+    for op, shape, dtype, params in cases * 2:
+        x = rng.normal(size=shape)
+        assert_matches_reference(resolve_spec(op, shape, **params), x, dtype)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -73,8 +74,10 @@ def workers():
 
 def _forget_pool():
     # A forked child inherits the pool object but not its threads: start afresh.
-    global _pool, _pool_lock
+    global _pool, _pool_lock, _kept_lock, _calls, _timer
     _pool, _pool_lock = None, threading.Lock()
+    _kept.clear()
+    _kept_lock, _calls, _timer = threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -244,15 +247,69 @@ def _src_slices(ranges, src_step, base):
     )
 
 
+#: Working buffers are kept this many seconds after the last call ends, so
+#: calls that follow each other (batch files, pyramid levels, time points)
+#: neither allocate nor page-fault them again; then they are freed. They
+#: hold at most the call's working set (<= ``MAX_EXTRA_FRACTION`` of the
+#: largest input, ~4 MiB per thread).
+KEEP_BUFFERS_S = 1.0
+
+_kept = {}  # thread id -> {role: uint8 buffer}
+_kept_lock = threading.Lock()
+_calls = 0  # calls running now
+_last_end = 0.0
+_timer = None
+
+
+def release_buffers():
+    """Free the working buffers kept between calls (they are also freed when idle)."""
+    with _kept_lock:
+        _kept.clear()
+
+
+def _call_started():
+    global _calls
+    with _kept_lock:
+        _calls += 1
+
+
+def _call_ended():
+    global _calls, _last_end, _timer
+    with _kept_lock:
+        _calls -= 1
+        _last_end = time.monotonic()
+        if _timer is None and _kept:
+            _timer = threading.Timer(KEEP_BUFFERS_S, _release_when_idle)
+            _timer.daemon = True
+            _timer.start()
+
+
+def _release_when_idle():
+    global _timer
+    with _kept_lock:
+        idle = time.monotonic() - _last_end
+        if _calls == 0 and idle >= KEEP_BUFFERS_S:
+            _kept.clear()
+            _timer = None
+        else:  # a call ran meanwhile: look again when its keep time is up
+            _timer = threading.Timer(max(KEEP_BUFFERS_S - idle, 0.01), _release_when_idle)
+            _timer.daemon = True
+            _timer.start()
+
+
 class _Scratch(threading.local):
-    """Per-thread working buffers of one call, reused block after block.
+    """Per-thread working buffers, reused block after block and call after call.
 
     Fresh allocations of a few hundred KiB are page-faulted in on every block
-    (glibc serves them with ``mmap``), which cost more than the arithmetic.
+    (glibc serves them with ``mmap``), which cost more than the arithmetic;
+    freeing them costs a TLB shootdown on every core. A block runs start to
+    end on one thread and writes every buffer element it reads, so blocks of
+    different calls can share a thread's buffers. Block plans are per call.
     """
 
     def __init__(self):
-        self.buffers = {}
+        with _kept_lock:
+            self.buffers = _kept.setdefault(threading.get_ident(), {})
         self.plans = {}  # block shape -> _BlockPlan
 
     def get(self, role, shape, dtype):
@@ -558,10 +615,14 @@ def run(spec, x, dtype):
     def work(task):
         _run_block(xc, oc, programs, spec.mode, dtype, scratch, *task)
 
-    if len(tasks) == 1 or workers() == 1 or out.size < PARALLEL_MIN_ELEMENTS:
-        for task in tasks:
-            work(task)
-    else:
-        for _ in _executor().map(work, tasks):
-            pass
+    _call_started()
+    try:
+        if len(tasks) == 1 or workers() == 1 or out.size < PARALLEL_MIN_ELEMENTS:
+            for task in tasks:
+                work(task)
+        else:
+            for _ in _executor().map(work, tasks):
+                pass
+    finally:
+        _call_ended()
     return out
