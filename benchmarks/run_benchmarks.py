@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_conv_resample import _engine_numpy, dilated_downsample, transpose_upsample  # noqa: E402
+from napari_conv_resample.kernels import make_kernel  # noqa: E402
 
 try:
     import torch
@@ -190,8 +191,25 @@ def bench_down_3d(shape, repeat, rng):
 
         check_close("torch conv3d", y, conv()[0, 0].numpy())
         fns["torch"] = conv
-    ms = medians_ms(fns, max(3, repeat // 2))
+    ms = medians_ms(fns, repeat)
     report(case, ms["ours"], "torch conv3d (+ float conversion)", ms.get("torch"), 4)
+    if torch is not None:
+        # For information (no target): a symmetric kernel, whose taps sharing
+        # a weight are summed before one multiply (5 distinct weights, not 27).
+        g = make_kernel("gaussian", 3, ndim=3)
+        tg = torch.from_numpy(g.astype(np.float32))[None, None]
+
+        def ours_g():
+            return dilated_downsample(x, g, stride=2, padding=1, mode="zeros")
+
+        def conv_g():
+            tx = torch.from_numpy(x).to(torch.float32)[None, None]
+            return F.conv3d(tx, tg, stride=2, padding=1)
+
+        check_close("torch conv3d (gaussian)", ours_g(), conv_g()[0, 0].numpy())
+        ms = medians_ms({"ours": ours_g, "torch": conv_g}, repeat)
+        case_g = case.replace("3x3x3", "3x3x3 gaussian")
+        report(case_g, ms["ours"], "torch conv3d (+ float conversion)", ms["torch"])
 
 
 def bench_pyramid(shape, repeat, rng):
