@@ -1,11 +1,10 @@
 """The blocked, threaded NumPy engine equals the reference engine.
 
-With distinct weights both sum the taps of an output pixel in the same
-order (``np.ndindex`` over the kernel) with each product rounded to the
-compute dtype, so results are normally identical; taps sharing a weight are
-summed before one multiply in the engine, so symmetric kernels agree to
-rounding. The tolerance is rtol 1e-6 float32, 1e-12 float64, relative to
-``sum |w| * max |x|``.
+Where the engine sums taps in the reference order (distinct weights, one
+multiply and add per tap) results are identical; taps sharing a weight are
+summed before one multiply, and taps of different phases may be summed by
+BLAS matrix-vector products, so those agree to rounding. The tolerance is
+rtol 1e-6 float32, 1e-12 float64, relative to ``sum |w| * max |x|``.
 No timing assertions here: speed is measured by ``benchmarks/run_benchmarks.py``.
 """
 
@@ -150,19 +149,61 @@ def test_pair_split_moves_float32_bits_exactly(half, outer_stride):
         np.testing.assert_array_equal(phases[phase].view(np.uint32), want)
 
 
+def _tap_sums(spec, x, dtype):
+    """The tap-summing functions the engine's block plans chose for ``spec``."""
+    kinds = set()
+    real = _engine_numpy._BlockPlan
+
+    class Recording(real):
+        def __init__(self, *args):
+            super().__init__(*args)
+            kinds.update(step[2].__name__ for step in self.steps if step[2] is not None)
+
+    _engine_numpy._BlockPlan = Recording
+    try:
+        run_spec(spec, x, dtype)
+    finally:
+        _engine_numpy._BlockPlan = real
+    return kinds
+
+
+# inf - inf where both infinities meet (pool threads do not see np.errstate)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("mode", MODES)
-def test_float32_stride_two_equals_reference_bit_for_bit(mode, blocking):
-    """Distinct weights, several phase groups, the pair split: identical to the reference."""
+@pytest.mark.parametrize("blas_rows", [True, False])
+def test_float32_stride_two_matches_reference_with_special_values(mode, blas_rows, blocking):
+    """Distinct weights, several phase groups, the pair split, inf/-0/subnormals.
+
+    With BLAS rows off the taps are summed in the reference order: bit for bit.
+    """
     rng = np.random.default_rng(MODES.index(mode))
     for shape, stride in [((9, 21, 17), 2), ((8, 20, 16), (3, 2, 2)), ((41,), 2)]:
         x = rng.normal(size=shape).astype(np.float32)
         x.flat[[3, 10, 17, 24]] = [np.inf, -np.inf, -0.0, 1e-41]  # subnormal too
         w = rng.normal(size=(3,) * len(shape))
         spec = resolve_spec("down", shape, kernel=w, stride=stride, padding=1, mode=mode)
-        with np.errstate(invalid="ignore"):  # inf - inf where both infinities meet
+        _engine_numpy.BLAS_ROWS = blas_rows
+        try:
             got = run_spec(spec, x, np.float32)
-            want = run_spec_reference(spec, x, np.float32)
-        np.testing.assert_array_equal(got, want)
+            kinds = _tap_sums(spec, x, np.float32)
+        finally:
+            _engine_numpy.BLAS_ROWS = True
+        want = run_spec_reference(spec, x, np.float32)
+        assert kinds == ({"_sum_rows"} if blas_rows else {"_sum_by_weight"})
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+        if blas_rows:
+            finite = np.isfinite(want)
+            np.testing.assert_array_equal(got[~finite], want[~finite])
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_shared_weights_keep_the_weight_grouping():
+    """A gaussian (few distinct weights) sums shared taps first, not by BLAS rows."""
+    x = np.random.default_rng(5).random((12, 30, 30), dtype=np.float32)
+    spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2)
+    assert _tap_sums(spec, x, np.float32) == {"_sum_by_weight"}
 
 
 @pytest.mark.parametrize("mode", MODES)
