@@ -398,15 +398,15 @@ def _batched_products(weights, buffer, pos, step, n, out):
     return parts
 
 
-def _phase_rows(windows, stack, phase_size, n, partials, acc):
+def _phase_rows(windows, stack, phase_size, n, acc, tmp):
     """Plan ``acc = sum(w * window)`` as matrix-vector products over the phase buffers.
 
     ``stack`` holds the phase buffers one after another, ``phase_size``
     apart. Taps of different phases that start at the same place in their
     phase are rows of a matrix with one row stride, so ``weights @ rows``
     sums them in one BLAS call that reads each row once and writes once,
-    instead of a multiply and an add pass per tap. Each run's sum goes to a
-    row of ``partials``, and one more product with ones adds the rows.
+    instead of a multiply and an add pass per tap. The first run's sum goes
+    to ``acc``, each other one to ``tmp`` and is added (no buffer per run).
     Returns the operations for :func:`_sum_rows`.
     """
     by_start = {}
@@ -429,21 +429,19 @@ def _phase_rows(windows, stack, phase_size, n, partials, acc):
     ops = []
     for r, (pos, step, taps) in enumerate(runs):
         weights = np.array([w for _p, w in taps], dtype=stack.dtype)
-        row = partials[r]
+        part = acc if r == 0 else tmp
         if len(taps) == 1:
-            ops.append((np.multiply, stack[pos : pos + n], weights[0], row[:n]))
+            ops.append((np.multiply, stack[pos : pos + n], weights[0], part[:n]))
         else:
-            for w, rows, out in _batched_products(weights, stack, pos, step, n, row):
+            for w, rows, out in _batched_products(weights, stack, pos, step, n, part):
                 ops.append((np.matmul, w, rows, out))
-    ones = np.ones(len(runs), dtype=stack.dtype)
-    flat = partials.reshape(-1)
-    for w, rows, out in _batched_products(ones, flat, 0, partials.shape[1], n, acc):
-        ops.append((np.matmul, w, rows, out))
+        if r:
+            ops.append((np.add, acc[:n], tmp[:n], acc[:n]))
     return ops
 
 
 def _sum_rows(ops, acc, _tmp):
-    """Run the products planned by :func:`_phase_rows` (the last one fills ``acc``)."""
+    """Run the products and additions planned by :func:`_phase_rows`."""
     for op, a, b, out in ops:
         op(a, b, out=out)
 
@@ -581,8 +579,7 @@ class _BlockPlan:
             distinct = len({w for w, *_ in windows})
             if self.split and dtype.char in "fd" and BLAS_ROWS and 2 * distinct > len(windows):
                 stack = self.phases.reshape(-1)
-                partials = scratch.get("partials", (len(windows), n), dtype)
-                ops = _phase_rows(windows, stack, strides[0] * nb, n, partials, acc)
+                ops = _phase_rows(windows, stack, strides[0] * nb, n, acc, tmp)
                 self.steps.append((prog, ext, _sum_rows, (ops, acc[:n], tmp[:n]), grid))
                 continue
             # Windows grouped by weight (first occurrence first): w*(a+b+...).
