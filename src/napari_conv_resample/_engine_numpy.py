@@ -280,27 +280,33 @@ def _call_started():
 
 
 def _call_ended():
-    global _calls, _last_end, _timer
+    global _calls, _last_end
     with _kept_lock:
         _calls -= 1
         _last_end = time.monotonic()
         if _timer is None and _kept:
-            _timer = threading.Timer(KEEP_BUFFERS_S, _release_when_idle)
-            _timer.daemon = True
-            _timer.start()
+            _arm_release(KEEP_BUFFERS_S)
+
+
+def _arm_release(delay):
+    # Called with _kept_lock held; one timer at a time.
+    global _timer
+    _timer = threading.Timer(delay, _release_when_idle)
+    _timer.daemon = True
+    _timer.start()
 
 
 def _release_when_idle():
     global _timer
     with _kept_lock:
+        _timer = None
+        if _calls:
+            return  # the running call arms a new timer when it ends
         idle = time.monotonic() - _last_end
-        if _calls == 0 and idle >= KEEP_BUFFERS_S:
+        if idle >= KEEP_BUFFERS_S:
             _kept.clear()
-            _timer = None
-        else:  # a call ran meanwhile: look again when its keep time is up
-            _timer = threading.Timer(max(KEEP_BUFFERS_S - idle, 0.01), _release_when_idle)
-            _timer.daemon = True
-            _timer.start()
+        else:  # a call ended meanwhile: wait out its keep time
+            _arm_release(KEEP_BUFFERS_S - idle)
 
 
 class _Scratch(threading.local):
@@ -440,7 +446,7 @@ def _phase_rows(windows, stack, phase_size, n, acc, tmp):
     return ops
 
 
-def _sum_rows(ops, acc, _tmp):
+def _sum_rows(ops):
     """Run the products and additions planned by :func:`_phase_rows`."""
     for op, a, b, out in ops:
         op(a, b, out=out)
@@ -502,8 +508,7 @@ class _BlockPlan:
     Everything that depends only on the block's shape (buffer layouts, the
     polyphase split view, every tap's flat window, the accumulator's grid
     view) is built once per shape and reused block after block, so the
-    per-block Python work is a handful of calls and blocks can stay small
-    enough for the second-level cache.
+    per-block Python work is the NumPy calls themselves.
     """
 
     def __init__(self, programs, dtype, convert, scratch, nb, block, exts):
@@ -524,10 +529,10 @@ class _BlockPlan:
         sources = {}
         if self.split:
             # Polyphase split of the block's input region: convert and pad
-            # the region once, contiguously (``raw``), then split it with one
-            # copy into its ``prod(s)`` phases, all of one shape. Each group
-            # is a phase starting ``o`` points in; every raw value is copied
-            # once.
+            # the region once, contiguously (``raw``), then split it into its
+            # ``prod(s)`` phases, all of one shape (:func:`_split_copies`).
+            # Each group is a phase starting ``o`` points in; every raw value
+            # is copied once.
             self.r0 = [min(f[a] for f in first.values()) for a in range(nsp)]
             span = [
                 max(f[a] for f in first.values()) + s * (e - 1) + 1 - self.r0[a]
@@ -580,7 +585,7 @@ class _BlockPlan:
             if self.split and dtype.char in "fd" and BLAS_ROWS and 2 * distinct > len(windows):
                 stack = self.phases.reshape(-1)
                 ops = _phase_rows(windows, stack, strides[0] * nb, n, acc, tmp)
-                self.steps.append((prog, ext, _sum_rows, (ops, acc[:n], tmp[:n]), grid))
+                self.steps.append((prog, ext, _sum_rows, (ops,), grid))
                 continue
             # Windows grouped by weight (first occurrence first): w*(a+b+...).
             by_weight = {}
