@@ -49,7 +49,10 @@ def blocking(request, monkeypatch):
     """Run each test with the default blocks and with tiny blocks on the thread pool."""
     if request.param != "default":
         monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
+        monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
         monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+        # BLAS products of 64 columns: several per window, the last one filled up.
+        monkeypatch.setattr(_engine_numpy, "BLAS_ELEMENTS", 128)
     return request.param
 
 
@@ -331,19 +334,103 @@ def test_integer_input_is_converted_block_by_block(op):
     assert peak - out_bytes <= 0.25 * x.nbytes
 
 
+def _kept_bytes():
+    return sum(
+        buf.nbytes for kept in list(_engine_numpy._kept.values()) for buf in kept.buffers.values()
+    )
+
+
 def test_working_buffers_are_kept_between_calls_then_freed_when_idle(monkeypatch):
     monkeypatch.setattr(_engine_numpy, "KEEP_BUFFERS_S", 0.05)
     x = np.random.default_rng(3).random((256, 256), dtype=np.float32)
     dilated_downsample(x)
-    assert any(_engine_numpy._kept.values())  # kept for the next call
+    assert _kept_bytes() > 0  # kept for the next call
     deadline = time.monotonic() + 5
-    while any(_engine_numpy._kept.values()) and time.monotonic() < deadline:
+    while _kept_bytes() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not any(_engine_numpy._kept.values())
+    assert _kept_bytes() == 0
     dilated_downsample(x)
-    assert any(_engine_numpy._kept.values())
+    assert _kept_bytes() > 0
     _engine_numpy.release_buffers()
     assert not _engine_numpy._kept
+
+
+def test_a_call_nested_in_a_running_block_gets_its_own_buffers(monkeypatch):
+    """A call started on a thread in the middle of a block there (a signal
+    handler, a finaliser) must not overwrite that block's buffers."""
+    rng = np.random.default_rng(8)
+    x = rng.random((300, 300), dtype=np.float32)
+    spec = resolve_spec("down", x.shape, kernel=rng.normal(size=(3, 3)), stride=2, mode="reflect")
+    x2 = rng.random((310, 290), dtype=np.float32)
+    spec2 = resolve_spec("down", x2.shape, kernel="gaussian", stride=2)
+    real = {name: getattr(_engine_numpy, name) for name in ("_sum_rows", "_sum_by_weight")}
+    nested = []
+
+    def interrupt(name):
+        def summing(*args):
+            if not nested:  # once, on the calling thread, mid-block
+                nested.append(None)
+                nested[0] = run_spec(spec2, x2, np.float32)
+            return real[name](*args)
+
+        summing.__name__ = name
+        return summing
+
+    for name in real:
+        monkeypatch.setattr(_engine_numpy, name, interrupt(name))
+    got = run_spec(spec, x, np.float32)  # small: runs on this thread
+    assert nested
+    for name, fn in real.items():
+        monkeypatch.setattr(_engine_numpy, name, fn)
+    np.testing.assert_array_equal(got, run_spec(spec, x, np.float32))
+    assert_matches_reference(spec, x, np.float32)
+    np.testing.assert_array_equal(nested[0], run_spec(spec2, x2, np.float32))
+
+
+def test_results_do_not_depend_on_block_layout(monkeypatch):
+    """BLAS products run on whole blocks, so threads and block sizes change no bit."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(21, 150, 151)).astype(np.float32)
+    spec = resolve_spec("down", x.shape, kernel=rng.normal(size=(3, 3, 3)), stride=2, padding=1)
+    assert _tap_sums(spec, x, np.float32) == {"_sum_rows"}
+    want = run_spec(spec, x, np.float32)
+    for block_bytes, threads, min_block in [(64, 2, 16), (1 << 16, 1, 1 << 14), (8 << 20, 2, 1)]:
+        monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", min_block)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(_engine_numpy, "workers", lambda threads=threads: threads)
+        np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+@pytest.mark.parametrize("shape, dtype", [((4, 300_000), np.float32), ((2, 700, 999), np.uint16)])
+def test_thin_images_stay_within_the_memory_target(shape, dtype, mode, monkeypatch):
+    """A short axis makes blocks thin (halo as large as the block) and border
+    runs long: the working set still fits, and no long index map is built."""
+    map_lengths = []
+    mapped = _engine_numpy._mapped
+
+    def recording(*args):
+        map_lengths.append(len(mapped(*args)))
+        return mapped(*args)
+
+    monkeypatch.setattr(_engine_numpy, "_mapped", recording)
+    x = (np.random.default_rng(4).random(shape) * 1000).astype(dtype)
+    spec = resolve_spec("down", shape, kernel="gaussian", size=3, stride=2, mode=mode)
+    out_bytes = int(np.prod(spec.output_shape)) * 4
+    _engine_numpy.release_buffers()
+    mapped.cache_clear()
+    tracemalloc.start()
+    try:
+        got = run_spec(spec, x, np.float32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - out_bytes <= 0.25 * x.nbytes
+    assert max(map_lengths, default=0) <= 2  # border runs only: the padding is 1
+    assert (mode == "zeros") == (not map_lengths)
+    assert_matches_reference(spec, x, np.float32)
+    assert got.shape == spec.output_shape
 
 
 def test_calls_sharing_kept_buffers_match_reference(blocking):

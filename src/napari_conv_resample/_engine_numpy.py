@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .padding import source_index
+from .padding import map_index
 
 #: Target working set in bytes of one block: accumulator, product buffer and
 #: gathered sources (about one source element per phase group per sub-grid
@@ -64,8 +64,9 @@ from .padding import source_index
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_ELEMENTS = 1 << 14
 #: The working sets of all threads together stay below this fraction of the
-#: input's bytes (issue 5: peak extra memory <= 25% of the input).
-MAX_EXTRA_FRACTION = 0.2
+#: input's bytes (issue 5: peak extra memory <= 25% of the input; the rest of
+#: the margin is index maps, plans and the BLAS blocks' spare elements).
+MAX_EXTRA_FRACTION = 0.18
 #: Below this many output elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
@@ -83,7 +84,7 @@ def _forget_pool():
     global _pool, _pool_lock, _kept_lock, _calls, _timer
     _pool, _pool_lock = None, threading.Lock()
     _kept.clear()
-    _kept_lock, _calls, _timer = threading.Lock(), 0, None
+    _kept_lock, _calls, _timer = threading.RLock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -227,23 +228,14 @@ def _segments(u0, u1, step, base, length):
 
 @functools.lru_cache(maxsize=4096)
 def _mapped(r0, r1, step, base, length, mode):
-    """Source pixels of positions ``step*u + base``, ``r0 <= u < r1``, under ``mode``.
+    """Source pixels of border positions ``step*u + base``, ``r0 <= u < r1``, under ``mode``.
 
-    Returns ``(index, zero)``: indices safe to gather with, and a mask (or
-    ``None``) of the positions that read zero padding.
+    Only for modes that read pixels (not ``zeros``), and only for the runs
+    outside the image, which are as short as the padding: the cache stays small.
     """
-    raw = np.arange(r0, r1) * step + base
-    lo = max(0, -int(raw.min()))
-    hi = max(0, int(raw.max()) - length + 1)
-    idx = source_index(length, lo, hi, mode)[raw + lo]
-    zero = idx < 0
+    idx = map_index(np.arange(r0, r1) * step + base, length, mode)
     idx.flags.writeable = False
-    if not zero.any():
-        return idx, None
-    idx = np.maximum(idx, 0)
-    idx.flags.writeable = False
-    zero.flags.writeable = False
-    return idx, zero
+    return idx
 
 
 def _src_slices(ranges, src_step, base):
@@ -260,8 +252,9 @@ def _src_slices(ranges, src_step, base):
 #: largest input, ~4 MiB per thread).
 KEEP_BUFFERS_S = 1.0
 
-_kept = {}  # thread id -> {role: uint8 buffer}
-_kept_lock = threading.Lock()
+_kept = {}  # thread id -> _Kept
+# Re-entrant: a signal handler may call the engine while its thread holds it.
+_kept_lock = threading.RLock()
 _calls = 0  # calls running now
 _last_end = 0.0
 _timer = None
@@ -293,7 +286,11 @@ def _arm_release(delay):
     global _timer
     _timer = threading.Timer(delay, _release_when_idle)
     _timer.daemon = True
-    _timer.start()
+    try:
+        _timer.start()
+    except RuntimeError:  # no new threads (interpreter shutting down): free now
+        _timer = None
+        _kept.clear()
 
 
 def _release_when_idle():
@@ -309,6 +306,16 @@ def _release_when_idle():
             _arm_release(KEEP_BUFFERS_S - idle)
 
 
+class _Kept:
+    """One thread's kept buffers, and whether a block of some call is using them."""
+
+    __slots__ = ("buffers", "busy")
+
+    def __init__(self):
+        self.buffers = {}  # role -> uint8 buffer
+        self.busy = False
+
+
 class _Scratch(threading.local):
     """Per-thread working buffers, reused block after block and call after call.
 
@@ -316,12 +323,16 @@ class _Scratch(threading.local):
     (glibc serves them with ``mmap``), which cost more than the arithmetic;
     freeing them costs a TLB shootdown on every core. A block runs start to
     end on one thread and writes every buffer element it reads, so blocks of
-    different calls can share a thread's buffers. Block plans are per call.
+    different calls can share a thread's buffers, one block at a time: a
+    call that starts on a thread in the middle of a block there (a signal
+    handler) gets buffers of its own. Block plans are per call.
     """
 
     def __init__(self):
         with _kept_lock:
-            self.buffers = _kept.setdefault(threading.get_ident(), {})
+            kept = _kept.setdefault(threading.get_ident(), _Kept())
+            self.kept = None if kept.busy else kept
+        self.buffers = {} if self.kept is None else self.kept.buffers
         self.plans = {}  # block shape -> _BlockPlan
 
     def get(self, role, shape, dtype):
@@ -354,54 +365,55 @@ def _gather(x, bsl, ranges, src_step, base, mode, buf):
         elif mode == "zeros":
             target[...] = 0
         else:
-            maps = [
-                _mapped(r0, r1, st, b, L, mode)[0]
-                for (r0, r1, _), st, b, L in zip(combo, src_step, base, lengths)
-            ]
-            if len(outside) == 1:  # one index array among slices: a cheap gather
-                index = list(_src_slices([r[:2] for r in combo], src_step, base))
-                index[outside[0]] = maps[outside[0]]
-                part = x[(bsl, *index)]
-            else:
-                part = x[(bsl,) + np.ix_(*maps)]
+            # In-bounds axes by slicing; each border axis by its mode's index
+            # map, taken from the few pixels it spans (so no copy is larger
+            # than the border run, and no map is built for a long interior run).
+            index = list(_src_slices([r[:2] for r in combo], src_step, base))
+            maps = {}
+            for k in outside:
+                (r0, r1, _), st, b, L = combo[k], src_step[k], base[k], lengths[k]
+                idx = _mapped(r0, r1, st, b, L, mode)
+                lo = int(idx.min())
+                index[k] = slice(lo, int(idx.max()) + 1)
+                maps[k] = idx - lo
+            part = x[(bsl, *index)]
+            for k, idx in maps.items():
+                part = np.take(part, idx, axis=k + 1)
             np.copyto(target, part, casting="unsafe")
 
 
 #: Sum taps reading different phase buffers with BLAS matrix-vector products.
 BLAS_ROWS = True
-#: Columns per matrix-vector product: rows x columns stays under OpenBLAS's
-#: threshold for starting its own threads (9216 elements), which would fight
-#: the engine's thread pool; one ``matmul`` call runs the whole stack of them.
+#: Elements (rows x columns) per matrix-vector product: under OpenBLAS's
+#: threshold for starting its own threads (9216), which would fight the
+#: engine's thread pool; one ``matmul`` call runs the whole stack of them.
 BLAS_ELEMENTS = 8192
+
+
+def _batch_columns(k):
+    """Columns per product of ``k`` rows: a multiple of 64, ``k * c <= BLAS_ELEMENTS``."""
+    return max(64, BLAS_ELEMENTS // k // 64 * 64)
 
 
 def _batched_products(weights, buffer, pos, step, n, out):
     """``out[:n] = weights @ rows`` for the ``len(weights)`` rows ``buffer[pos + i*step:][:n]``.
 
-    The ``n`` columns are cut into blocks of ``c`` so that one ``matmul`` call
-    runs a stack of small matrix-vector products; returns ``[(w, rows, out)]``
-    (a stacked part and a tail).
+    The columns are cut into blocks of ``c`` (:func:`_batch_columns`) so that
+    one ``matmul`` call runs a stack of small matrix-vector products. The last
+    block is filled up past ``n`` (``buffer`` and ``out`` have ``c`` spare
+    elements; what lands past ``n`` is never read): every output is then
+    computed by the same full-size product, so its rounding does not depend
+    on where the block starts, and results are the same whatever the block
+    layout (thread count, chunked or whole).
     """
     item = buffer.itemsize
     k = len(weights)
-    c = max(1, min(n, BLAS_ELEMENTS // k))
-    blocks, rest = divmod(n, c)
-    parts = [
-        (
-            weights[None, :],
-            np.lib.stride_tricks.as_strided(
-                buffer[pos:], (blocks, k, c), (c * item, step * item, item), writeable=False
-            ),
-            out[: blocks * c].reshape(blocks, 1, c),
-        )
-    ]
-    if rest:
-        tail = pos + blocks * c
-        rows = np.lib.stride_tricks.as_strided(
-            buffer[tail:], (k, rest), (step * item, item), writeable=False
-        )
-        parts.append((weights, rows, out[blocks * c : n]))
-    return parts
+    c = _batch_columns(k)
+    blocks = -(-n // c)
+    rows = np.lib.stride_tricks.as_strided(
+        buffer[pos:], (blocks, k, c), (c * item, step * item, item), writeable=False
+    )
+    return [(weights[None, :], rows, out[: blocks * c].reshape(blocks, 1, c))]
 
 
 def _phase_rows(windows, stack, phase_size, n, acc, tmp):
@@ -415,11 +427,13 @@ def _phase_rows(windows, stack, phase_size, n, acc, tmp):
     to ``acc``, each other one to ``tmp`` and is added (no buffer per run).
     Returns the operations for :func:`_sum_rows`.
     """
-    by_start = {}
-    for w, _flat, phase, start in windows:
-        by_start.setdefault(start, []).append((phase, w))
+    # Grouped by the offset in the phase, not by the flat start, so the runs
+    # (and so the rounding) are the same whatever the block's layout.
+    by_offset = {}
+    for w, _flat, phase, rel, start in windows:
+        by_offset.setdefault(rel, (start, []))[1].append((phase, w))
     runs = []
-    for start, taps in by_start.items():
+    for start, taps in by_offset.values():
         taps.sort()
         i = 0
         while i < len(taps):
@@ -545,7 +559,20 @@ class _BlockPlan:
             raw_flat = scratch.get("raw", (math.prod(raw_shape) + 2,), dtype)
             self.raw = raw_flat[: math.prod(raw_shape)].reshape(raw_shape)
             self.raw_len = raw_shape[1:]
-            phases = self.phases = scratch.get("phases", (*st, *layout), dtype)
+            # The phases lie one after another, ``phase_size`` apart: a
+            # multiple of 64 and at least a BLAS product's columns, so rows of
+            # different phases always form a matrix BLAS takes (else NumPy
+            # would sum them its own way, rounding differently), plus spare
+            # elements at the end: BLAS products read whole blocks.
+            per_phase = math.prod(layout)
+            self.phase_size = max(-(-per_phase // 64) * 64, _batch_columns(2))
+            count = math.prod(st) * self.phase_size
+            stack = scratch.get("phases", (count + BLAS_ELEMENTS,), dtype)
+            slots = stack[:count].reshape((*st, self.phase_size))
+            slots[..., per_phase:] = 0  # gaps and spare end: read, never used
+            stack[count:] = 0
+            self.stack = stack
+            phases = slots[..., :per_phase].reshape((*st, *layout))
             self.copies = _split_copies(raw_flat, raw_shape, half, st, phases)
             for base, (lo, _hi) in groups.items():
                 phase = tuple((f - a) % s for f, a, s in zip(first[base], self.r0, st))
@@ -564,8 +591,8 @@ class _BlockPlan:
                 sources[base] = (buf.reshape(-1), lo, None)
         strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
         size = strides[0] * nb
-        acc = scratch.get("acc", (size,), dtype)
-        tmp = scratch.get("tmp", (size,), dtype)
+        acc = scratch.get("acc", (size + BLAS_ELEMENTS,), dtype)
+        tmp = scratch.get("tmp", (size + BLAS_ELEMENTS,), dtype)
         self.steps = []
         for (prog, _groups, _all), ext in zip(programs, exts):
             if min(ext) <= 0:
@@ -576,20 +603,20 @@ class _BlockPlan:
                 continue
             # Flat length covering every needed output of this program.
             n = 1 + sum((e - 1) * k for e, k in zip((nb, *ext), strides))
-            windows = []  # (weight, source buffer, phase index or None, start)
+            windows = []  # (weight, source buffer, phase index or None, offset in it, start)
             for w, base, offset in prog.taps:
                 flat, lo, phase = sources[base]
-                start = sum((q - q0) * k for q, q0, k in zip(offset, lo, strides[1:]))
-                windows.append((w, flat, phase, start))
+                rel = tuple(q - q0 for q, q0 in zip(offset, lo))
+                start = sum(v * k for v, k in zip(rel, strides[1:]))
+                windows.append((w, flat, phase, rel, start))
             distinct = len({w for w, *_ in windows})
             if self.split and dtype.char in "fd" and BLAS_ROWS and 2 * distinct > len(windows):
-                stack = self.phases.reshape(-1)
-                ops = _phase_rows(windows, stack, strides[0] * nb, n, acc, tmp)
+                ops = _phase_rows(windows, self.stack, self.phase_size, n, acc, tmp)
                 self.steps.append((prog, ext, _sum_rows, (ops,), grid))
                 continue
             # Windows grouped by weight (first occurrence first): w*(a+b+...).
             by_weight = {}
-            for w, flat, _phase, start in windows:
+            for w, flat, _phase, _rel, start in windows:
                 by_weight.setdefault(w, []).append(flat[start : start + n])
             payload = (list(by_weight.items()), acc[:n], tmp[:n])
             self.steps.append((prog, ext, _sum_by_weight, payload, grid))
@@ -642,12 +669,19 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
         for prog, _g, _a in programs
     )
     key = (nb, block, exts)
-    plan = scratch.plans.get(key)
-    if plan is None:
-        plan = scratch.plans[key] = _BlockPlan(
-            programs, dtype, x.dtype != dtype, scratch, nb, block, exts
-        )
-    plan.run(x[outer], out[outer], slice(*brange), mranges, mode)
+    kept = scratch.kept
+    if kept is not None:
+        kept.busy = True
+    try:
+        plan = scratch.plans.get(key)
+        if plan is None:
+            plan = scratch.plans[key] = _BlockPlan(
+                programs, dtype, x.dtype != dtype, scratch, nb, block, exts
+            )
+        plan.run(x[outer], out[outer], slice(*brange), mranges, mode)
+    finally:
+        if kept is not None:
+            kept.busy = False
 
 
 def _count(grid, extents):
@@ -687,9 +721,36 @@ def run(spec, x, dtype):
     per_point = 2 + n_groups
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
-    budget = min(BLOCK_BYTES, max(int(x.nbytes * MAX_EXTRA_FRACTION / workers()), 1 << 18))
+    cap = max(int(x.nbytes * MAX_EXTRA_FRACTION / workers()), 1 << 18)
+    # Less the spare elements of the phase stack, accumulator and product
+    # buffer (whole BLAS blocks, :func:`_batched_products`).
+    cap -= 3 * BLAS_ELEMENTS * dtype.itemsize
+    budget = min(BLOCK_BYTES, cap)
     elements = max(budget // (dtype.itemsize * per_point), MIN_BLOCK_ELEMENTS)
     extents = _block_extents(grid, elements)
+    union = {}
+    for p in programs:
+        for base, (lo, hi, _n) in p.groups().items():
+            old = union.get(base, (lo, hi))
+            union[base] = (
+                tuple(min(a, b) for a, b in zip(old[0], lo)),
+                tuple(max(a, b) for a, b in zip(old[1], hi)),
+            )
+    # Thin blocks (a short axis, a long row) carry a halo as large as the
+    # block itself: shrink them until their real working set fits the cap.
+    halo = [max((hi[a] - lo[a] for lo, hi in union.values()), default=0) for a in range(n)]
+    st = programs[0].src_step
+
+    def working_bytes(ext):
+        nb, span = ext[0], [e + q for e, q in zip(ext[1:], halo)]
+        count = (2 + n_groups) * nb * math.prod(span)
+        if n_groups > 1:  # the raw slab
+            count += nb * math.prod(s * (v + 1) for s, v in zip(st, span))
+        return count * dtype.itemsize
+
+    for axis in [*range(len(extents) - 1, 0, -1), 0]:
+        while extents[axis] > 1 and working_bytes(extents) > cap:
+            extents[axis] = max(1, extents[axis] * cap // working_bytes(extents))
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
     if out.size >= PARALLEL_MIN_ELEMENTS:
         # Enough blocks to keep every thread busy to the end.
@@ -711,14 +772,6 @@ def run(spec, x, dtype):
     ]
 
     scratch = _Scratch()
-    union = {}
-    for p in programs:
-        for base, (lo, hi, _n) in p.groups().items():
-            old = union.get(base, (lo, hi))
-            union[base] = (
-                tuple(min(a, b) for a, b in zip(old[0], lo)),
-                tuple(max(a, b) for a, b in zip(old[1], hi)),
-            )
     programs = [(p.with_dtype(dtype), p.groups(), union) for p in programs]
 
     def work(task):

@@ -16,9 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def source_index(length, lo, hi, mode):
-    """Source pixel of every padded position of one axis (``-1``: zero)."""
-    p = np.arange(-lo, length + hi)
+def map_index(p, length, mode):
+    """Source pixel read at positions ``p`` (any ints, an array) of an axis of ``length``.
+
+    ``-1`` where ``mode`` reads zero. Positions inside ``[0, length)`` map to
+    themselves; the others by the border mode.
+    """
+    p = np.asarray(p)
     if mode == "zeros":
         return np.where((p >= 0) & (p < length), p, -1)
     if mode == "replicate":
@@ -32,6 +36,11 @@ def source_index(length, lo, hi, mode):
         m = p % period
         return np.where(m >= length, period - m, m)
     raise ValueError(f"mode must be zeros, reflect, replicate or circular, got {mode!r}")
+
+
+def source_index(length, lo, hi, mode):
+    """Source pixel of every padded position of one axis (``-1``: zero)."""
+    return map_index(np.arange(-lo, length + hi), length, mode)
 
 
 def pad_axes(x, axes, pads, mode, xp=np):

@@ -5,7 +5,7 @@ is applied to one output chunk at a time. Going backwards through the stages,
 the chunk's index range on every spatial axis becomes the set of input
 pixels it reads (the halo): for a downsample the padded positions
 ``s*o + d*t`` mapped to source pixels by
-:func:`~napari_conv_resample.padding.source_index` (so border padding - zeros,
+:func:`~napari_conv_resample.padding.map_index` (so border padding - zeros,
 reflect, replicate, circular - is applied only at the true image border, with
 the true image's pixels), for a transposed upsample the inputs ``i`` with
 ``s*i + d*t - p`` inside the chunk. Going forwards, every stage gathers its
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..geometry import dilated_extent, resolve_spec
 from ..operators import cast_result, compute_dtype, run_spec
-from ..padding import source_index
+from ..padding import map_index
 
 #: Needed index runs closer than this are read as one (the gap is read and
 #: ignored): dilated kernels read every other pixel, and one read is cheaper.
@@ -78,12 +78,11 @@ def needed_runs(spec, axis_pos, out_runs):
     a = spec.axes[axis_pos]
     length = spec.input_shape[a]
     k, s, d = spec.size[axis_pos], spec.stride[axis_pos], spec.dilation[axis_pos]
-    lo, hi = spec.pad_lo[axis_pos], spec.pad_hi[axis_pos]
+    lo = spec.pad_lo[axis_pos]
     runs = []
     if spec.op == "down":
-        src = source_index(length, lo, hi, spec.mode)
         for o0, o1 in out_runs:
-            idx = src[_down_padded(o0, o1, k, s, d)]
+            idx = map_index(_down_padded(o0, o1, k, s, d) - lo, length, spec.mode)
             runs.extend(_runs(idx[idx >= 0]))
     else:
         for j0, j1 in out_runs:
@@ -146,11 +145,11 @@ def _stage_block(spec, x, x_index, out_runs, combo, xp_run):
     for pos, a in enumerate(spec.axes):
         o0, o1 = combo[pos]
         k, s, d = spec.size[pos], spec.stride[pos], spec.dilation[pos]
-        lo, hi = spec.pad_lo[pos], spec.pad_hi[pos]
+        lo = spec.pad_lo[pos]
         length = spec.input_shape[a]
         index = x_index[a]
         if spec.op == "down":
-            src = source_index(length, lo, hi, spec.mode)[_down_padded(o0, o1, k, s, d)]
+            src = map_index(_down_padded(o0, o1, k, s, d) - lo, length, spec.mode)
             positions = np.searchsorted(index, src)
             positions = np.where(src < 0, -1, positions)
             ok = src >= 0
