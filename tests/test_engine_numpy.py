@@ -403,7 +403,9 @@ def test_results_do_not_depend_on_block_layout(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
-@pytest.mark.parametrize("shape, dtype", [((4, 300_000), np.float32), ((2, 700, 999), np.uint16)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((4, 1_100_000), np.float32), ((2, 3000, 3999), np.uint16)]
+)
 def test_thin_images_stay_within_the_memory_target(shape, dtype, mode, monkeypatch):
     """A short axis makes blocks thin (halo as large as the block) and border
     runs long: the working set still fits, and no long index map is built."""

@@ -66,7 +66,7 @@ MIN_BLOCK_ELEMENTS = 1 << 14
 #: The working sets of all threads together stay below this fraction of the
 #: input's bytes (issue 5: peak extra memory <= 25% of the input; the rest of
 #: the margin is index maps, plans and the BLAS blocks' spare elements).
-MAX_EXTRA_FRACTION = 0.18
+MAX_EXTRA_FRACTION = 0.2
 #: Below this many output elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
@@ -591,8 +591,9 @@ class _BlockPlan:
                 sources[base] = (buf.reshape(-1), lo, None)
         strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
         size = strides[0] * nb
-        acc = scratch.get("acc", (size + BLAS_ELEMENTS,), dtype)
-        tmp = scratch.get("tmp", (size + BLAS_ELEMENTS,), dtype)
+        spare = BLAS_ELEMENTS if self.split else 0  # BLAS products write whole blocks
+        acc = scratch.get("acc", (size + spare,), dtype)
+        tmp = scratch.get("tmp", (size + spare,), dtype)
         self.steps = []
         for (prog, _groups, _all), ext in zip(programs, exts):
             if min(ext) <= 0:
@@ -722,9 +723,10 @@ def run(spec, x, dtype):
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
     cap = max(int(x.nbytes * MAX_EXTRA_FRACTION / workers()), 1 << 18)
-    # Less the spare elements of the phase stack, accumulator and product
-    # buffer (whole BLAS blocks, :func:`_batched_products`).
-    cap -= 3 * BLAS_ELEMENTS * dtype.itemsize
+    if n_groups > 1:
+        # Less the spare elements of the phase stack, accumulator and
+        # product buffer (whole BLAS blocks, :func:`_batched_products`).
+        cap -= 3 * BLAS_ELEMENTS * dtype.itemsize
     budget = min(BLOCK_BYTES, cap)
     elements = max(budget // (dtype.itemsize * per_point), MIN_BLOCK_ELEMENTS)
     extents = _block_extents(grid, elements)
@@ -737,7 +739,10 @@ def run(spec, x, dtype):
                 tuple(max(a, b) for a, b in zip(old[1], hi)),
             )
     # Thin blocks (a short axis, a long row) carry a halo as large as the
-    # block itself: shrink them until their real working set fits the cap.
+    # block itself; where that makes the real working set far larger than the
+    # cap, shrink them (outer axes first: long rows keep NumPy's inner loops
+    # long), but not below MIN_BLOCK_ELEMENTS points, where calls cost more
+    # than data.
     halo = [max((hi[a] - lo[a] for lo, hi in union.values()), default=0) for a in range(n)]
     st = programs[0].src_step
 
@@ -748,9 +753,16 @@ def run(spec, x, dtype):
             count += nb * math.prod(s * (v + 1) for s, v in zip(st, span))
         return count * dtype.itemsize
 
-    for axis in [*range(len(extents) - 1, 0, -1), 0]:
-        while extents[axis] > 1 and working_bytes(extents) > cap:
-            extents[axis] = max(1, extents[axis] * cap // working_bytes(extents))
+    if working_bytes(extents) > 1.5 * cap:
+        for axis in range(len(extents)):
+            while (
+                extents[axis] > 1
+                and working_bytes(extents) > cap
+                and math.prod(extents) > MIN_BLOCK_ELEMENTS
+            ):
+                shrunk = extents[axis] * cap // working_bytes(extents)
+                floor = -(-MIN_BLOCK_ELEMENTS // (math.prod(extents) // extents[axis]))
+                extents[axis] = max(1, shrunk, min(floor, extents[axis] - 1))
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
     if out.size >= PARALLEL_MIN_ELEMENTS:
         # Enough blocks to keep every thread busy to the end.
