@@ -525,9 +525,9 @@ class _BlockPlan:
     per-block Python work is the NumPy calls themselves.
     """
 
-    def __init__(self, programs, dtype, convert, scratch, nb, block, exts):
-        groups = programs[0][2]  # {base: (lowest offset, highest offset)}, all programs
-        st = programs[0][0].src_step
+    def __init__(self, programs, groups, dtype, convert, scratch, nb, block, exts):
+        # groups: {base: (lowest offset, highest offset)} over all programs.
+        st = programs[0].src_step
         nsp = len(st)
         extent = [
             n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
@@ -595,7 +595,7 @@ class _BlockPlan:
         acc = scratch.get("acc", (size + spare,), dtype)
         tmp = scratch.get("tmp", (size + spare,), dtype)
         self.steps = []
-        for (prog, _groups, _all), ext in zip(programs, exts):
+        for prog, ext in zip(programs, exts):
             if min(ext) <= 0:
                 continue
             grid = acc[:size].reshape(layout)[(slice(None),) + tuple(slice(0, e) for e in ext)]
@@ -653,7 +653,7 @@ class _BlockPlan:
             out_block[...] = grid
 
 
-def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
+def _run_block(x, out, programs, groups, mode, dtype, scratch, outer, brange, mranges):
     """Compute every program on one block: batch ``brange``, sub-grid ``mranges``.
 
     Every phase group's source is gathered once into a buffer of one common
@@ -666,8 +666,7 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
     nb = brange[1] - brange[0]
     block = tuple(m1 - m0 for m0, m1 in mranges)
     exts = tuple(
-        tuple(min(m1, L) - m0 for (m0, m1), L in zip(mranges, prog.length))
-        for prog, _g, _a in programs
+        tuple(min(m1, L) - m0 for (m0, m1), L in zip(mranges, prog.length)) for prog in programs
     )
     key = (nb, block, exts)
     kept = scratch.kept
@@ -677,7 +676,7 @@ def _run_block(x, out, programs, mode, dtype, scratch, outer, brange, mranges):
         plan = scratch.plans.get(key)
         if plan is None:
             plan = scratch.plans[key] = _BlockPlan(
-                programs, dtype, x.dtype != dtype, scratch, nb, block, exts
+                programs, groups, dtype, x.dtype != dtype, scratch, nb, block, exts
             )
         plan.run(x[outer], out[outer], slice(*brange), mranges, mode)
     finally:
@@ -715,10 +714,19 @@ def run(spec, x, dtype):
     n = len(spec.axes)
     outer_shape = oc.shape[: oc.ndim - n - 1]
     grid = (oc.shape[-n - 1],) + tuple(max(p.length[i] for p in programs) for i in range(n))
+    # Offsets each phase group's taps span, over all programs.
+    union = {}
+    for p in programs:
+        for base, (lo, hi, _n) in p.groups().items():
+            old = union.get(base, (lo, hi))
+            union[base] = (
+                tuple(min(a, b) for a, b in zip(old[0], lo)),
+                tuple(max(a, b) for a, b in zip(old[1], hi)),
+            )
+    n_groups = len(union)
     # Working-set elements per sub-grid point: the accumulator and the product
     # buffer (shared by the programs), one source element per phase group,
     # and the raw slab when the groups are split off one.
-    n_groups = len({b for p in programs for _, b, _ in p.taps})
     per_point = 2 + n_groups
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
@@ -730,14 +738,6 @@ def run(spec, x, dtype):
     budget = min(BLOCK_BYTES, cap)
     elements = max(budget // (dtype.itemsize * per_point), MIN_BLOCK_ELEMENTS)
     extents = _block_extents(grid, elements)
-    union = {}
-    for p in programs:
-        for base, (lo, hi, _n) in p.groups().items():
-            old = union.get(base, (lo, hi))
-            union[base] = (
-                tuple(min(a, b) for a, b in zip(old[0], lo)),
-                tuple(max(a, b) for a, b in zip(old[1], hi)),
-            )
     # Thin blocks (a short axis, a long row) carry a halo as large as the
     # block itself; where that makes the real working set far larger than the
     # cap, shrink them (outer axes first: long rows keep NumPy's inner loops
@@ -784,10 +784,10 @@ def run(spec, x, dtype):
     ]
 
     scratch = _Scratch()
-    programs = [(p.with_dtype(dtype), p.groups(), union) for p in programs]
+    programs = [p.with_dtype(dtype) for p in programs]
 
     def work(task):
-        _run_block(xc, oc, programs, spec.mode, dtype, scratch, *task)
+        _run_block(xc, oc, programs, union, spec.mode, dtype, scratch, *task)
 
     _call_started()
     try:
