@@ -190,10 +190,16 @@ def _canonical(a, axes):
 def _block_extents(grid, elements):
     """Block extent per grid axis (batch first) with about ``elements`` points.
 
-    The last axis is taken whole when it fits (long contiguous rows); the
-    other spatial axes get about equal extents, which keeps the halo every
-    block re-reads small (a 3-D block of 10 x 11 x 512 re-reads ~20% of its
-    input, one of 1 x 113 x 512 ~100%); the batch axis takes what is left.
+    The last axis is taken whole when it fits (long contiguous rows). The
+    other spatial axes share the rest so that the halo every block re-reads
+    stays small (a 3-D block of 10 x 11 x 512 re-reads ~20% of its input, one
+    of 1 x 113 x 512 ~100%). The outermost of them gets half the extent of
+    the others: its halo is only gathered, while the halo rows of the inner
+    axes are also computed by every tap (the flat layout of
+    :class:`_BlockPlan`). Each extent is then evened out so that the blocks
+    along an axis are about equal (no thin last block). The batch axis takes
+    what is left. (3-D 3x3x3 stride 2 on 64 x 1024 x 1024: 8 x 16 x 512
+    blocks, ~7% faster than 11 x 11 x 512.)
     """
     ext = [1] * len(grid)
     last = max(1, min(grid[-1], elements))
@@ -201,17 +207,20 @@ def _block_extents(grid, elements):
     room = max(1, elements // last)
     rest = list(range(1, len(grid) - 1))  # spatial axes before the last
     while rest:
-        side = max(1, int(round(room ** (1.0 / len(rest)))))
-        small = [a for a in rest if grid[a] <= side]
-        if not small:
+        weight = {a: 0.5 if a == 1 and len(rest) > 1 else 1.0 for a in rest}
+        side = (room / math.prod(weight.values())) ** (1.0 / len(rest))
+        whole = [a for a in rest if grid[a] <= weight[a] * side]
+        if not whole:
             for a in rest:
-                ext[a] = side
-            room = max(1, room // side ** len(rest))
+                ext[a] = max(1, int(round(weight[a] * side)))
+            room = max(1, room // math.prod(ext[a] for a in rest))
             break
-        for a in small:
+        for a in whole:
             ext[a] = grid[a]
             room = max(1, room // grid[a])
             rest.remove(a)
+    for a in range(1, len(grid)):
+        ext[a] = -(-grid[a] // max(1, round(grid[a] / ext[a])))
     ext[0] = max(1, min(grid[0], room))
     return ext
 
