@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -163,6 +164,7 @@ def _tap_sums(spec, x, dtype):
             kinds.update(step[2].__name__ for step in self.steps if step[2] is not None)
 
     _engine_numpy._BlockPlan = Recording
+    _engine_numpy.release_buffers()  # plans are kept with the buffers: build them afresh
     try:
         run_spec(spec, x, dtype)
     finally:
@@ -447,6 +449,47 @@ def test_calls_sharing_kept_buffers_match_reference(blocking):
     for op, shape, dtype, params in cases * 2:
         x = rng.normal(size=shape)
         assert_matches_reference(resolve_spec(op, shape, **params), x, dtype)
+
+
+def test_block_plans_are_kept_for_repeated_calls_and_dropped_with_their_buffers(monkeypatch):
+    """A repeated resampling reuses its block plans (same numbers); other weights
+    (even -0.0 for 0.0) build their own; a larger call that replaces the
+    thread's buffers drops the plans viewing the old ones."""
+    built = []
+    real = _engine_numpy._BlockPlan
+
+    class Counting(real):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(_engine_numpy, "_BlockPlan", Counting)
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 50)).astype(np.float32)  # small: runs on this thread
+    w = rng.normal(size=(3, 3))
+    w[1, 1] = 0.0
+    spec = resolve_spec("down", x.shape, kernel=w, stride=2, padding=1, mode="reflect")
+    _engine_numpy.release_buffers()
+    first = run_spec(spec, x, np.float32)
+    n = len(built)
+    assert n > 0
+    np.testing.assert_array_equal(run_spec(spec, x, np.float32), first)
+    assert len(built) == n  # kept plans, nothing built
+    w_neg = w.copy()
+    w_neg[1, 1] = -0.0
+    run_spec(resolve_spec("down", x.shape, kernel=w_neg, stride=2, padding=1), x, np.float32)
+    assert len(built) > n
+    kept = _engine_numpy._kept[threading.get_ident()]
+    before = {role: buf for role, buf in kept.buffers.items()}
+    big = rng.normal(size=(300, 400)).astype(np.float32)
+    run_spec(resolve_spec("down", big.shape, kernel=w, stride=2, padding=1), big, np.float32)
+    assert any(kept.buffers[role] is not buf for role, buf in before.items())  # grew
+    for plan in kept.plans.values():
+        assert all(kept.buffers[role] is buf for role, buf in plan.views)
+    np.testing.assert_array_equal(run_spec(spec, x, np.float32), first)
+    assert_matches_reference(spec, x, np.float32)
+    _engine_numpy.release_buffers()
+    assert not _engine_numpy._kept
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -315,13 +315,18 @@ def _release_when_idle():
             _arm_release(KEEP_BUFFERS_S - idle)
 
 
-class _Kept:
-    """One thread's kept buffers, and whether a block of some call is using them."""
+#: Block plans each thread keeps with its buffers (most recently used).
+KEEP_PLANS = 32
 
-    __slots__ = ("buffers", "busy")
+
+class _Kept:
+    """One thread's kept buffers and block plans, and whether a block uses them now."""
+
+    __slots__ = ("buffers", "plans", "busy")
 
     def __init__(self):
         self.buffers = {}  # role -> uint8 buffer
+        self.plans = {}  # (call key, block key) -> _BlockPlan, oldest first
         self.busy = False
 
 
@@ -334,22 +339,65 @@ class _Scratch(threading.local):
     end on one thread and writes every buffer element it reads, so blocks of
     different calls can share a thread's buffers, one block at a time: a
     call that starts on a thread in the middle of a block there (a signal
-    handler) gets buffers of its own. Block plans are per call.
+    handler) gets buffers of its own.
+
+    Block plans are kept too (``call_key`` says what they depend on besides
+    the block shape: programs, weights, dtypes), so calls that repeat a
+    resampling (batch files, time points, a re-run in the plugin) skip
+    building them, which costs about as much as computing a small block.
     """
 
-    def __init__(self):
+    def __init__(self, call_key):
         with _kept_lock:
             kept = _kept.setdefault(threading.get_ident(), _Kept())
             self.kept = None if kept.busy else kept
         self.buffers = {} if self.kept is None else self.kept.buffers
-        self.plans = {}  # block shape -> _BlockPlan
+        self.plans = {}  # block key -> _BlockPlan, this call's
+        self.call_key = call_key
+        self._roles = None  # buffer roles the plan being built uses
 
     def get(self, role, shape, dtype):
         size = math.prod(shape) * dtype.itemsize
         buf = self.buffers.get(role)
         if buf is None or buf.nbytes < size:
+            if buf is not None and self.kept is not None:
+                # Kept plans viewing the buffer being replaced would keep it
+                # alive for nothing: drop them.
+                stale = [
+                    k for k, p in self.kept.plans.items() if any(b is buf for _r, b in p.views)
+                ]
+                for k in stale:
+                    del self.kept.plans[k]
             buf = self.buffers[role] = np.empty(max(size, 1), dtype=np.uint8)
+        if self._roles is not None:
+            self._roles.append(role)
         return buf[:size].view(dtype).reshape(shape)
+
+    def plan(self, key, build):
+        """The block plan for block ``key``: this call's, a kept one, or ``build()``."""
+        plan = self.plans.get(key)
+        if plan is not None:
+            return plan
+        saved = None if self.kept is None else self.kept.plans
+        full = (self.call_key, key)
+        plan = None if saved is None else saved.pop(full, None)
+        # A kept plan is used only while the buffers it views are still the
+        # thread's (a larger block since may have replaced one).
+        if plan is not None and all(self.buffers.get(r) is b for r, b in plan.views):
+            plan.reset()
+        else:
+            self._roles = []
+            try:
+                plan = build()
+            finally:
+                roles, self._roles = self._roles, None
+            plan.views = [(r, self.buffers[r]) for r in dict.fromkeys(roles)]
+        if saved is not None:
+            saved[full] = plan  # most recent last
+            while len(saved) > KEEP_PLANS:
+                saved.pop(next(iter(saved)))
+        self.plans[key] = plan
+        return plan
 
 
 def _gather(x, bsl, ranges, src_step, base, mode, buf):
@@ -549,6 +597,8 @@ class _BlockPlan:
         }
         self.split = len(groups) > 1 and (convert or any(s > 1 for s in st))
         self.st = st
+        self.zeroed = []
+        self.views = []  # (role, buffer): the kept buffers this plan views
         sources = {}
         if self.split:
             # Polyphase split of the block's input region: convert and pad
@@ -578,8 +628,10 @@ class _BlockPlan:
             count = math.prod(st) * self.phase_size
             stack = scratch.get("phases", (count + BLAS_ELEMENTS,), dtype)
             slots = stack[:count].reshape((*st, self.phase_size))
-            slots[..., per_phase:] = 0  # gaps and spare end: read, never used
-            stack[count:] = 0
+            # Gaps and spare end: read, never used; zeroed for every call
+            # (other plans share the buffer), :meth:`reset`.
+            self.zeroed = [slots[..., per_phase:], stack[count:]]
+            self.reset()
             self.stack = stack
             phases = slots[..., :per_phase].reshape((*st, *layout))
             self.copies = _split_copies(raw_flat, raw_shape, half, st, phases)
@@ -630,6 +682,11 @@ class _BlockPlan:
                 by_weight.setdefault(w, []).append(flat[start : start + n])
             payload = (list(by_weight.items()), acc[:n], tmp[:n])
             self.steps.append((prog, ext, _sum_by_weight, payload, grid))
+
+    def reset(self):
+        """Zero the buffer parts that are read but never written (done once per call)."""
+        for part in self.zeroed:
+            part[...] = 0
 
     def run(self, xo, oo, bsl, mranges, mode):
         """Gather one block's input (``mranges`` of the sub-grid) and write its outputs."""
@@ -682,11 +739,10 @@ def _run_block(x, out, programs, groups, mode, dtype, scratch, outer, brange, mr
     if kept is not None:
         kept.busy = True
     try:
-        plan = scratch.plans.get(key)
-        if plan is None:
-            plan = scratch.plans[key] = _BlockPlan(
-                programs, groups, dtype, x.dtype != dtype, scratch, nb, block, exts
-            )
+        convert = x.dtype != dtype
+        plan = scratch.plan(
+            key, lambda: _BlockPlan(programs, groups, dtype, convert, scratch, nb, block, exts)
+        )
         plan.run(x[outer], out[outer], slice(*brange), mranges, mode)
     finally:
         if kept is not None:
@@ -792,8 +848,16 @@ def run(spec, x, dtype):
         )
     ]
 
-    scratch = _Scratch()
     programs = [p.with_dtype(dtype) for p in programs]
+    # What a block plan depends on besides its block: the programs (weights
+    # by their bytes, so -0.0 and NaN weights match only themselves), the
+    # dtypes and the tap-summing settings.
+    weights = np.array([w for p in programs for w, _b, _q in p.taps], dtype=dtype)
+    layout = tuple(
+        (p.phase, p.step, p.length, p.src_step, tuple(t[1:] for t in p.taps)) for p in programs
+    )
+    call_key = (layout, weights.tobytes(), dtype.str, x.dtype.str, BLAS_ROWS, BLAS_ELEMENTS)
+    scratch = _Scratch(call_key)
 
     def work(task):
         _run_block(xc, oc, programs, union, spec.mode, dtype, scratch, *task)
