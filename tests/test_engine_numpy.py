@@ -51,7 +51,7 @@ def blocking(request, monkeypatch):
     if request.param != "default":
         monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
         monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
-        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
         # BLAS products of 64 columns: several per window, the last one filled up.
         monkeypatch.setattr(_engine_numpy, "BLAS_ELEMENTS", 128)
     return request.param
@@ -399,7 +399,7 @@ def test_results_do_not_depend_on_block_layout(monkeypatch):
     for block_bytes, threads, min_block in [(64, 2, 16), (1 << 16, 1, 1 << 14), (8 << 20, 2, 1)]:
         monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", block_bytes)
         monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", min_block)
-        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
         monkeypatch.setattr(_engine_numpy, "workers", lambda threads=threads: threads)
         np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
 
@@ -492,10 +492,37 @@ def test_block_plans_are_kept_for_repeated_calls_and_dropped_with_their_buffers(
     assert not _engine_numpy._kept
 
 
+def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch):
+    """Small calls run on the calling thread (GIL hand-overs would cost more
+    than a second thread gains); larger ones spread their blocks over the pool."""
+    x = np.random.default_rng(14).random((96, 80), dtype=np.float32)
+    spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2, padding=1)
+    size = x.nbytes + int(np.prod(spec.output_shape)) * 4
+    ran_on = []
+    real = _engine_numpy._run_block
+
+    def recording(*args):
+        ran_on.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(_engine_numpy, "_run_block", recording)
+    monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
+    monkeypatch.setattr(_engine_numpy, "workers", lambda: 2)
+    want = run_spec_reference(spec, x, np.float32)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", size)
+    np.testing.assert_allclose(run_spec(spec, x, np.float32), want, rtol=1e-6)
+    assert len(ran_on) > 1 and set(ran_on) == {threading.get_ident()}
+    ran_on.clear()
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", size - 1)
+    np.testing.assert_allclose(run_spec(spec, x, np.float32), want, rtol=1e-6)
+    assert threading.get_ident() not in ran_on  # every block on a pool thread
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_thread_pool_works_in_a_forked_child(monkeypatch):
     """A child forked after the pool started must not wait on the parent's threads."""
-    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 256)
     spec = resolve_spec("down", (40, 40), kernel="gaussian", size=3, stride=2)
     x = np.arange(1600, dtype=np.float32).reshape(40, 40)
@@ -543,13 +570,13 @@ def test_hypothesis_matches_reference(case):
     except ValueError:
         return
     x = (rng.normal(size=shape) * 20).astype(in_dtype)
-    old = _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS
+    old = _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES
     if tiny:
-        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS = 32, 1
+        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES = 32, 0
     try:
         assert_matches_reference(spec, x, dtype)
     finally:
-        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_ELEMENTS = old
+        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES = old
 
 
 @pytest.mark.parametrize("op", ["down", "up"])

@@ -67,8 +67,16 @@ MIN_BLOCK_ELEMENTS = 1 << 14
 #: input's bytes (issue 5: peak extra memory <= 25% of the input; the rest of
 #: the margin is index maps, plans and the BLAS blocks' spare elements).
 MAX_EXTRA_FRACTION = 0.2
-#: Below this many output elements a call runs on the calling thread only.
-PARALLEL_MIN_ELEMENTS = 1 << 18
+#: Calls whose input and output together are at most this size run on the
+#: calling thread only. Two threads take the GIL back from each other after
+#: every NumPy call, and each hand-over costs a wake-up (~20 us on this VM: a
+#: 3-D 16x512x512 down made 774 context switches and took 25.9 ms on two
+#: threads, 12.9 ms on one). Measured here (one thread / two): 2-D 2048^2 f32
+#: down 5.2 / 6.2 ms, 3-D 32x512^2 u16 down 14.9 / 31.8 ms, 16x1024^2 u16
+#: (40 MiB) 25 / 30 ms; from ~40-60 MiB two win: 2-D 3072^2 f32 down
+#: 11.0 / 8.2 ms, 24x1024^2 u16 gaussian 37 / 31 ms, 4096^2 f32 1.37x. (3-D
+#: random kernels on uint16 gain only from ~60 MiB.)
+PARALLEL_MIN_BYTES = 40 << 20
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -795,7 +803,8 @@ def run(spec, x, dtype):
     per_point = 2 + n_groups
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
-    cap = max(int(x.nbytes * MAX_EXTRA_FRACTION / workers()), 1 << 18)
+    threads = workers() if x.nbytes + out.nbytes > PARALLEL_MIN_BYTES else 1
+    cap = max(int(x.nbytes * MAX_EXTRA_FRACTION / threads), 1 << 18)
     if n_groups > 1:
         # Less the spare elements of the phase stack, accumulator and
         # product buffer (whole BLAS blocks, :func:`_batched_products`).
@@ -829,9 +838,9 @@ def run(spec, x, dtype):
                 floor = -(-MIN_BLOCK_ELEMENTS // (math.prod(extents) // extents[axis]))
                 extents[axis] = max(1, shrunk, min(floor, extents[axis] - 1))
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
-    if out.size >= PARALLEL_MIN_ELEMENTS:
+    if threads > 1:
         # Enough blocks to keep every thread busy to the end.
-        while n_outer * _count(grid, extents) < 4 * workers():
+        while n_outer * _count(grid, extents) < 4 * threads:
             big = [i for i, e in enumerate(extents) if e > 1]
             if not big:
                 break
@@ -864,7 +873,7 @@ def run(spec, x, dtype):
 
     _call_started()
     try:
-        if len(tasks) == 1 or workers() == 1 or out.size < PARALLEL_MIN_ELEMENTS:
+        if len(tasks) == 1 or threads == 1:
             for task in tasks:
                 work(task)
         else:
