@@ -19,9 +19,11 @@ input region is converted and border-padded once into a contiguous slab, the
 phase groups are split off it (float32 pairs of a stride-2 last axis are moved
 as uint64 words, :func:`_split_copies`), and every tap is one contiguous 1-D window of
 a group buffer (the flat layout of :func:`_run_block`), so NumPy runs long
-SIMD inner loops on cache-resident data. Blocks run on a thread pool (NumPy
-releases the GIL). Working memory is a few blocks per thread, never a
-whole-image copy.
+SIMD inner loops on cache-resident data. Blocks of large calls run on a
+thread pool (NumPy releases the GIL); calls up to :data:`PARALLEL_MIN_BYTES`
+run on the calling thread, where they are faster. Working memory is a few
+blocks per thread, never a whole-image copy; each thread keeps its buffers
+and block plans for the next call (:data:`KEEP_BUFFERS_S`).
 
 How taps are summed, and exactness. Taps that share a weight (every
 symmetric kernel: all presets) are summed first and multiplied once,
