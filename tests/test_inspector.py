@@ -30,6 +30,7 @@ from napari_conv_resample._widgets import (  # noqa: E402
     SamplingInspector,
     UpsampleWidget,
 )
+from napari_conv_resample._widgets._demo_scene import viewer_camera  # noqa: E402
 
 pytestmark = pytest.mark.viewer
 
@@ -248,7 +249,8 @@ def test_screenshot_shows_the_overlay(make_napari_viewer):
     assert diff.any()
     # map world -> canvas pixels with the camera, as the canvas does
     h, w = diff.shape
-    zoom, centre = viewer.camera.zoom, np.asarray(viewer.camera.center[-2:])
+    camera = viewer_camera(viewer)
+    zoom, centre = camera.zoom, np.asarray(camera.center[-2:])
     mask = sampled.data > 0
 
     def canvas(idx):

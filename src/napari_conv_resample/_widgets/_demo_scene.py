@@ -117,9 +117,16 @@ def arrange_for_screenshot(viewer, scene, *, field_of_view=40):
     _process_events()
     canvas_h, canvas_w = viewer.window._qt_viewer.canvas.size
     tile = min(canvas_w / cols, canvas_h / rows)
-    viewer.camera.center = tuple(centre)
-    viewer.camera.zoom = tile / (field_of_view * float(max(source.scale[-2:])))
+    camera = viewer_camera(viewer)
+    camera.center = tuple(centre)
+    camera.zoom = tile / (field_of_view * float(max(source.scale[-2:])))
     _process_events()
+
+
+def viewer_camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _process_events():
