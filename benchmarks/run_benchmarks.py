@@ -295,7 +295,55 @@ def memory_rows(n, shape3, rng):
     return rows
 
 
+def _gpu_peak_bandwidth(cp):
+    """Theoretical peak memory bandwidth of device 0 (bytes/s) and where it came from."""
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    clock_khz, bus_bits = props.get("memoryClockRate", 0), props.get("memoryBusWidth", 0)
+    source = "device properties"
+    if not clock_khz:  # CUDA 13 dropped memoryClockRate from the properties
+        try:
+            clock_khz = cp.cuda.runtime.deviceGetAttribute(36, 0)  # cudaDevAttrMemoryClockRate
+            bus_bits = bus_bits or cp.cuda.runtime.deviceGetAttribute(37, 0)
+            source = "device attributes"
+        except Exception:  # pragma: no cover - driver without the attribute
+            clock_khz = 0
+    if not clock_khz:
+        import subprocess
+
+        try:
+            mhz = subprocess.run(
+                ["nvidia-smi", "--query-gpu=clocks.max.memory", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[0]
+            clock_khz, source = float(mhz) * 1e3, "nvidia-smi max memory clock"
+        except Exception:
+            return None, "unknown"
+    # Double data rate: two transfers per memory clock, bus width in bits.
+    return 2 * clock_khz * 1e3 * bus_bits / 8, source
+
+
+def _bytes_needed(spec, x, y):
+    """Bytes a kernel must move: the input rows any tap reads, and the output.
+
+    Along the last (contiguous) axis every 32-byte sector holds a read pixel;
+    along the other spatial axes a dilated, strided kernel can skip whole
+    rows (stride 2, dilation 2 reads only even rows), which DRAM never sends.
+    """
+    frac = 1.0
+    if spec.op == "down":
+        for pos, a in enumerate(spec.axes[:-1]):
+            k, s, d, p = spec.size[pos], spec.stride[pos], spec.dilation[pos], spec.pad_lo[pos]
+            o = np.arange(spec.output_shape[a])[:, None]
+            idx = (s * o + d * np.arange(k)[None, :] - p).ravel()
+            length = spec.input_shape[a]
+            frac *= np.unique(idx[(idx >= 0) & (idx < length)]).size / length
+    return x.nbytes * frac + y.nbytes
+
+
 def bench_gpu(repeat, quick):
+    """The fused CuPy kernel against cupyx.scipy.ndimage and PyTorch CUDA (float32)."""
     try:
         import cupy as cp
         import cupyx.scipy.ndimage as cndi
@@ -305,68 +353,168 @@ def bench_gpu(repeat, quick):
     except Exception as exc:
         print(f"\nGPU cases skipped: {exc}")
         return
+    from napari_conv_resample import _engine_cupy
+    from napari_conv_resample.geometry import resolve_spec
+
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    peak_bw = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8  # bytes/s
-    print(f"\nGPU: {name}, theoretical peak bandwidth {peak_bw / 1e9:.0f} GB/s")
+    peak_bw, source = _gpu_peak_bandwidth(cp)
+    tc = torch is not None and torch.cuda.is_available()
+    if tc:
+        # Exact float32 for the comparison (cuDNN would use TF32 by default).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    print(
+        f"\nGPU: {name}; CuPy {cp.__version__}"
+        + (f", PyTorch {torch.__version__} CUDA (TF32 off)" if tc else ", no PyTorch CUDA")
+        + (f"; theoretical peak bandwidth {peak_bw / 1e9:.0f} GB/s ({source})" if peak_bw else "")
+    )
 
-    def gpu_ms(fn):
-        fn()
+    def gpu_ms(fn, batch=1):
+        """Median ms per call; ``batch`` calls queued between the events."""
+        for _ in range(2):
+            fn()
         cp.cuda.Device().synchronize()
         times = []
         for _ in range(repeat):
             start, end = cp.cuda.Event(), cp.cuda.Event()
             start.record()
-            fn()
+            for _ in range(batch):
+                fn()
             end.record()
             end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end))
+            times.append(cp.cuda.get_elapsed_time(start, end) / batch)
         return statistics.median(times)
+
+    copy_src = cp.empty(1 << 30 if not quick else 1 << 26, dtype=cp.uint8)
+    copy_dst = cp.empty_like(copy_src)
+    t_copy = gpu_ms(lambda a=copy_dst, b=copy_src: cp.copyto(a, b), batch=5)
+    copy_bw = 2 * copy_src.nbytes / (t_copy / 1e3)
+    line = f"device-to-device copy: {copy_bw / 1e9:.0f} GB/s (read + write)"
+    print(line + (f", {copy_bw / peak_bw:.0%} of peak" if peak_bw else ""))
+    del copy_src, copy_dst
 
     rng = cp.random.default_rng(0)
     n = 2048 if quick else 8192
     stack = (32, 512, 512) if quick else (256, 2048, 2048)
-    w2 = np.random.default_rng(1).random((3, 3))
-    w3 = np.random.default_rng(2).random((3, 3, 3))
     rows = []
-    for shape, w in (((n, n), w2), (stack, w3)):
-        x = rng.random(shape, dtype=cp.float32)
+    for shape in ((n, n), tuple(stack)):
         nd = len(shape)
-
-        def ours(x=x, w=w):
-            return dilated_downsample(x, w, stride=2, dilation=2, padding=2, mode="zeros")
-
-        y = ours()
-        t = gpu_ms(ours)
-        bw = (x.nbytes + y.nbytes) / (t / 1e3)
         label = "x".join(map(str, shape))
-        rows.append((f"down {label} f32 s2 d2", "ours", t, bw / peak_bw))
-        stuffed = np.zeros((5,) * nd, np.float32)
-        stuffed[(slice(None, None, 2),) * nd] = w
-        stuffed = cp.asarray(stuffed)
-        t_c = gpu_ms(
-            lambda x=x, s=stuffed, nd=nd: cndi.correlate(x, s, mode="constant")[
-                (slice(None, None, 2),) * nd
-            ]
-        )
-        rows.append((f"down {label} f32 s2 d2", "cupyx correlate+slice", t_c, None))
-        y_up = transpose_upsample(y, w, stride=2, padding=1) if nd == 2 else None
-        if y_up is not None:
-            t_u = gpu_ms(lambda y=y, w=w: transpose_upsample(y, w, stride=2, padding=1))
-            bw = (y.nbytes + y_up.nbytes) / (t_u / 1e3)
-            rows.append((f"up {'x'.join(map(str, y.shape))} f32 s2 p1", "ours", t_u, bw / peak_bw))
-        if torch is not None and torch.cuda.is_available():
-            tx = torch.as_tensor(x, device="cuda")[None, None]
-            conv = F.conv2d if nd == 2 else F.conv3d
-            tw = torch.as_tensor(w.astype(np.float32), device="cuda")[(None, None)]
-            t_t = gpu_ms(
-                lambda tx=tx, tw=tw, conv=conv: conv(tx, tw, stride=2, dilation=2, padding=2)
+        x = rng.random(shape, dtype=cp.float32)
+        w3 = np.random.default_rng(nd).random((3,) * nd)
+        w4 = np.random.default_rng(nd + 10).random((4,) * nd)
+        for d in (1, 2):
+            spec = resolve_spec(
+                "down", shape, kernel=w3, stride=2, dilation=d, padding=d, mode="zeros"
             )
-            rows.append((f"down {label} f32 s2 d2", "torch CUDA", t_t, None))
-    print("| case | implementation | median ms | fraction of peak bandwidth |")
-    print("|---|---|---:|---:|")
-    for case, impl, t, frac in rows:
-        print(f"| {case} | {impl} | {t:.2f} | {'' if frac is None else f'{frac:.0%}'} |")
+            y = _engine_cupy.run(spec, x, np.float32)
+            case = f"down {label} 3^{nd} s2 d{d} p{d}"
+            rows += _gpu_case(
+                case, x, y, spec, w3, gpu_ms, peak_bw, cndi, tc, cp, dict(stride=2, dilation=d)
+            )
+            del y
+        small = tuple(v // 2 for v in shape)
+        xs = rng.random(small, dtype=cp.float32)
+        spec = resolve_spec("up", small, kernel=w4, stride=2, padding=1)
+        y = _engine_cupy.run(spec, xs, np.float32)
+        case = f"up {'x'.join(map(str, small))} -> {label} 4^{nd} s2 p1"
+        rows += _gpu_case(case, xs, y, spec, w4, gpu_ms, peak_bw, cndi, tc, cp, dict(stride=2))
+        del x, xs, y
+        cp.get_default_memory_pool().free_all_blocks()
+    print(
+        "\n| case | implementation | median ms | ours faster | (in+out)/t GB/s | "
+        "needed bytes/t GB/s | needed / peak |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for case, impl, t, ratio, bw_all, bw_need in rows:
+        frac = f"{bw_need / peak_bw:.0%}" if (bw_need and peak_bw) else ""
+        cells = [
+            case,
+            impl,
+            f"{t:.3f}",
+            "" if ratio is None else f"{ratio:.1f}x",
+            "" if bw_all is None else f"{bw_all / 1e9:.0f}",
+            "" if bw_need is None else f"{bw_need / 1e9:.0f}",
+            frac,
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def _gpu_case(case, x, y, spec, w, gpu_ms, peak_bw, cndi, tc, cp, conv_kw):
+    """Rows of one GPU case: ours (public call, kernel alone) and the peers present."""
+    from napari_conv_resample import _engine_cupy
+
+    nd = x.ndim
+    pad = spec.pad_lo[0]
+    func = dilated_downsample if spec.op == "down" else transpose_upsample
+    kw = dict(conv_kw, padding=pad, **({"mode": "zeros"} if spec.op == "down" else {}))
+    got = func(x, w, **kw)
+    assert bool(cp.array_equal(got, y)), "public call differs from the engine"
+    t_call = gpu_ms(lambda: func(x, w, **kw))
+    # The kernel alone: launches queued back to back, Python's per-call work
+    # (parameter checks, spec) hidden behind the GPU.
+    t_kernel = gpu_ms(lambda: _engine_cupy.run(spec, x, np.float32), batch=10)
+    need = _bytes_needed(spec, x, y)
+    rows = [
+        (case, "ours (public call)", t_call, None, (x.nbytes + y.nbytes) / (t_call / 1e3), None),
+        (
+            case,
+            "ours (kernel)",
+            t_kernel,
+            None,
+            (x.nbytes + y.nbytes) / (t_kernel / 1e3),
+            need / (t_kernel / 1e3),
+        ),
+    ]
+    scale = float(np.abs(w).sum())
+    if spec.op == "down":
+        stuffed = np.zeros(((3 - 1) * conv_kw["dilation"] + 1,) * nd, np.float32)
+        stuffed[(slice(None, None, conv_kw["dilation"]),) * nd] = w
+        stuffed = cp.asarray(stuffed)
+        c = stuffed.shape[0] // 2  # scipy's centre: output o reads x[o - c + k]
+        off = c - pad
+
+        def peer():
+            full = cndi.correlate(x, stuffed, mode="constant")
+            return full[tuple(slice(off, off + 2 * n, 2) for n in y.shape)]
+    else:
+        # Fractionally strided: zero-insert the input, correlate with the
+        # flipped kernel (4 taps, padding 1 puts output j on stuffed index j).
+        flipped = cp.asarray(np.ascontiguousarray(w[(slice(None, None, -1),) * nd], np.float32))
+
+        def peer():
+            u = cp.zeros(y.shape, cp.float32)
+            u[(slice(None, None, 2),) * nd] = x
+            return cndi.correlate(u, flipped, mode="constant")
+
+    ref = peer()
+    assert ref.shape == y.shape, (ref.shape, y.shape)
+    assert float(cp.abs(ref - y).max()) <= 1e-5 * scale, "cupyx result differs"
+    del ref
+    t = gpu_ms(peer)
+    rows.append((case, "cupyx.scipy.ndimage correlate", t, t / t_kernel, None, None))
+    if tc:
+        tx = torch.as_tensor(x, device="cuda")[None, None]
+        tw = torch.as_tensor(w.astype(np.float32), device="cuda")[None, None]
+        if spec.op == "down":
+            conv = (F.conv2d, F.conv3d)[nd - 2]
+            d = conv_kw["dilation"]
+
+            def tpeer():
+                return conv(tx, tw, stride=2, dilation=d, padding=pad)
+        else:
+            conv = (F.conv_transpose2d, F.conv_transpose3d)[nd - 2]
+
+            def tpeer():
+                return conv(tx, tw, stride=2, padding=pad)
+
+        ref = cp.asarray(tpeer()[0, 0])
+        assert float(cp.abs(ref - y).max()) <= 1e-5 * scale, "PyTorch result differs"
+        del ref
+        t = gpu_ms(tpeer)
+        rows.append((case, "PyTorch CUDA", t, t / t_kernel, None, None))
+    return rows
 
 
 def machine():
@@ -400,12 +548,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per case (median)")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU cases")
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU cases")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     q = args.quick
     global QUICK
     QUICK = q
     print(f"Machine: {machine()}")
+    if args.gpu_only:
+        bench_gpu(args.repeat, q)
+        return
     for name, present in (
         ("PyTorch", torch is not None),
         ("SciPy", ndi is not None),

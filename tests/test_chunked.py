@@ -159,3 +159,33 @@ def test_chunked_property_1d(data, n, op, k, s, d, mode, chunk):
         return
     got, _ = chunked(pipe, x, (1,), (1, chunk))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "op, params",
+    [
+        ("down", {"kernel": "gaussian", "stride": 2, "dilation": 2, "mode": "reflect"}),
+        ("down", {"kernel": "box", "size": 3, "stride": 3, "mode": "circular"}),
+        ("up", {"stride": 2}),
+        ("up", {"kernel": "bilinear", "stride": 3, "padding": 1}),
+    ],
+)
+@pytest.mark.parametrize("preserve_dtype", [False, True])
+def test_slabs_for_a_small_device_equal_the_one_piece_call(op, params, preserve_dtype):
+    # The GPU path for NumPy images too large for the device: slabs sized to
+    # a budget, each with its halo, assembled on the host.
+    from napari_conv_resample.geometry import resolve_spec
+    from napari_conv_resample.operators import run_in_slabs, run_spec, slab_chunks
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4000, size=(3, 45, 61)).astype(np.uint16)
+    x.flags.writeable = False
+    spec = resolve_spec(op, x.shape, axes=(1, 2), **params)
+    want = cast_result(run_spec(spec, x, np.float32), x.dtype, preserve_dtype)
+    budget = x.nbytes // 3
+    chunks = slab_chunks(spec, x.nbytes, np.float32, budget)
+    cut = [c < n for c, n in zip(chunks, spec.output_shape)]
+    assert sum(cut) == 1, chunks  # one axis cut, into several slabs
+    got = run_in_slabs(spec, x, budget, "numpy", preserve_dtype=preserve_dtype)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

@@ -40,37 +40,38 @@ static inline double __dadd_rn(double a, double b) { return a + b; }
 
 
 @functools.cache
-def _cpu_kernel(tmp_dir, ndim, nsp, in_name, out_name):
-    src, name = _engine_cupy.kernel_source(ndim, nsp, in_name, out_name)
+def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, bits):
+    src, name = _engine_cupy.kernel_source(key.spec, ndim, in_name, out_name, bits)
     path = f"{tmp_dir}/{name}"
     with open(path + ".cpp", "w") as f:
         f.write(_CPU_PRELUDE + src)
     subprocess.run(
-        ["g++", "-shared", "-fPIC", "-O1", "-ffp-contract=off", "-o", path + ".so", path + ".cpp"],
+        ["g++", "-shared", "-fPIC", "-O1", "-ffp-contract=off", "-Wno-unknown-pragmas"]
+        + ["-o", path + ".so", path + ".cpp"],
         check=True,
         capture_output=True,
     )
     return getattr(ctypes.CDLL(path + ".so"), name)
 
 
-def _run_on_cpu(tmp_dir, spec, x, dtype):
+def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None):
     """``_engine_cupy.run`` with NumPy arrays and the source compiled by g++."""
     dtype = np.dtype(dtype)
     order = _engine_cupy.canonical_order(spec, x.ndim)
     x_c = x.transpose(order)
     out = np.full(spec.output_shape, np.nan, dtype=dtype)
     out_c = out.transpose(order)
-    w, info, n_out, n_taps, up, mode = _engine_cupy.kernel_arguments(spec, x_c, out_c, dtype, np)
-    fn = _cpu_kernel(tmp_dir, x_c.ndim, len(spec.axes), x_c.dtype.name, dtype.name)
+    bits = bits or _engine_cupy.index_bits(x_c, out_c)
+    w = _engine_cupy.weight_values(spec, dtype)
+    scalars = _engine_cupy.scalar_arguments(spec, x_c, out_c, bits)
+    key = _engine_cupy._SpecKey(spec)
+    fn = _cpu_kernel(tmp_dir, key, x_c.ndim, x_c.dtype.name, dtype.name, bits)
+    c_int = ctypes.c_int if bits == 32 else ctypes.c_longlong
     fn(
         ctypes.c_void_p(x_c.ctypes.data),
         ctypes.c_void_p(out_c.ctypes.data),
         ctypes.c_void_p(w.ctypes.data),
-        ctypes.c_void_p(info.ctypes.data),
-        ctypes.c_longlong(int(n_out)),
-        ctypes.c_longlong(int(n_taps)),
-        ctypes.c_int(int(up)),
-        ctypes.c_int(int(mode)),
+        *[c_int(int(v)) for v in scalars],
     )
     return out
 
@@ -122,6 +123,8 @@ def test_kernel_source_on_cpu_matches_reference(cpu_dir, n):
         ):
             xi = x.astype(in_dtype)
             _check(_run_on_cpu(cpu_dir, spec, xi, dtype), spec, xi, dtype)
+        # 64-bit indices (images past 2**31 elements) run the same source
+        _check(_run_on_cpu(cpu_dir, spec, x, np.float64, bits=64), spec, x, np.float64)
 
 
 def test_kernel_source_on_cpu_views_and_leading_axes(cpu_dir):

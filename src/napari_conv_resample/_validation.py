@@ -109,7 +109,8 @@ def available_memory(xp=np):
     """Bytes of memory free for a new array on the device ``xp`` computes on."""
     if xp is not np:
         free, _total = xp.cuda.Device().mem_info
-        return int(free)
+        # Blocks CuPy's pool keeps from earlier arrays are free for new ones.
+        return int(free) + int(xp.get_default_memory_pool().free_bytes())
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _reference_engine
-from ._validation import check_image, check_memory
-from .backends import get_array_module, like_input, to_backend
+from ._validation import available_memory, check_image, check_memory
+from .backends import get_array_module, is_cupy_array, like_input, to_backend
 from .geometry import resolve_spec
 from .padding import pad_axes
 
@@ -36,15 +36,68 @@ def cast_result(out, dtype, preserve_dtype, xp=np):
     return out.astype(dtype)
 
 
+#: A NumPy image sent to the GPU goes in slabs when it and its output need
+#: more than this fraction of the GPU's free memory.
+GPU_SLAB_FRACTION = 0.5
+
+
 def _run(spec, image, backend, preserve_dtype):
     """Compute ``spec`` on ``image`` with the chosen backend; NumPy in, NumPy out."""
     xp = get_array_module(backend, image)
     dtype = compute_dtype(image.dtype)
+    if xp is not np and not is_cupy_array(image):
+        need = image.nbytes + int(np.prod(spec.output_shape)) * dtype.itemsize
+        budget = int(GPU_SLAB_FRACTION * available_memory(xp))
+        if need > budget:
+            return run_in_slabs(spec, image, budget, "cupy", preserve_dtype)
     # The result; the engines' working buffers are a few cache-sized blocks.
     check_memory(spec.output_shape, dtype, "the output", xp, extra_bytes=0)
     x = to_backend(image, xp)
     result = run_spec(spec, x, dtype, xp)
     return like_input(cast_result(result, image.dtype, preserve_dtype, xp), image)
+
+
+def slab_chunks(spec, image_nbytes, dtype, budget):
+    """Output chunk shape whose slabs (input halo and output) fit ``budget`` bytes.
+
+    The output is cut along its longest axis into equal slabs; each slab's
+    input and output together take about ``image_nbytes + output bytes``
+    over the number of slabs.
+    """
+    shape = tuple(spec.output_shape)
+    need = image_nbytes + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    # Halo rows make a slab's input a little larger than its share; aim lower.
+    n = max(1, -(-2 * need // max(1, budget)))
+    axis = int(np.argmax(shape))
+    chunks = list(shape)
+    chunks[axis] = max(1, -(-shape[axis] // n))
+    return tuple(chunks)
+
+
+def run_in_slabs(spec, image, budget, backend, preserve_dtype=False):
+    """``spec`` on the NumPy ``image`` in output slabs of about ``budget`` bytes each.
+
+    Every slab reads only the input rows it needs (halo included) and runs on
+    ``backend``; the result is assembled in a NumPy array and equals the
+    one-piece call bit for bit (see :mod:`.batch.chunked`). Used when an image
+    and its output do not fit on the GPU together.
+    """
+    from .batch.chunked import resample_chunked
+
+    dtype = compute_dtype(image.dtype)
+    out_dtype = np.dtype(image.dtype) if preserve_dtype else dtype
+    check_memory(spec.output_shape, out_dtype, "the output", np)
+    out = np.empty(spec.output_shape, dtype=out_dtype)
+    image = np.asarray(image)
+    return resample_chunked(
+        [spec],
+        image.__getitem__,
+        out,
+        in_dtype=image.dtype,
+        chunks=slab_chunks(spec, image.nbytes, dtype, budget),
+        preserve_dtype=preserve_dtype,
+        backend=backend,
+    )
 
 
 def run_spec(spec, x, dtype, xp=np):
