@@ -13,6 +13,7 @@ Two layers:
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import shutil
 import subprocess
@@ -40,8 +41,8 @@ static inline double __dadd_rn(double a, double b) { return a + b; }
 
 
 @functools.cache
-def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, bits):
-    src, name = _engine_cupy.kernel_source(key.spec, ndim, in_name, out_name, bits)
+def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, variant):
+    src, name = _engine_cupy.kernel_source(key.spec, ndim, in_name, out_name, variant)
     path = f"{tmp_dir}/{name}"
     with open(path + ".cpp", "w") as f:
         f.write(_CPU_PRELUDE + src)
@@ -54,24 +55,29 @@ def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, bits):
     return getattr(ctypes.CDLL(path + ".so"), name)
 
 
-def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None):
+def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None, per_thread=None):
     """``_engine_cupy.run`` with NumPy arrays and the source compiled by g++."""
     dtype = np.dtype(dtype)
     order = _engine_cupy.canonical_order(spec, x.ndim)
     x_c = x.transpose(order)
     out = np.full(spec.output_shape, np.nan, dtype=dtype)
     out_c = out.transpose(order)
-    bits = bits or _engine_cupy.index_bits(x_c, out_c)
+    launch = _engine_cupy.launch_config(spec, x_c, out_c, per_thread)
+    if bits:
+        launch = dataclasses.replace(
+            launch,
+            variant=dataclasses.replace(launch.variant, bits=bits),
+            scalars=tuple(np.int64(v) for v in launch.scalars),
+        )
     w = _engine_cupy.weight_values(spec, dtype)
-    scalars = _engine_cupy.scalar_arguments(spec, x_c, out_c, bits)
     key = _engine_cupy._SpecKey(spec)
-    fn = _cpu_kernel(tmp_dir, key, x_c.ndim, x_c.dtype.name, dtype.name, bits)
-    c_int = ctypes.c_int if bits == 32 else ctypes.c_longlong
+    fn = _cpu_kernel(tmp_dir, key, x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
+    c_int = ctypes.c_int if launch.variant.bits == 32 else ctypes.c_longlong
     fn(
         ctypes.c_void_p(x_c.ctypes.data),
         ctypes.c_void_p(out_c.ctypes.data),
         ctypes.c_void_p(w.ctypes.data),
-        *[c_int(int(v)) for v in scalars],
+        *[c_int(int(v)) for v in launch.scalars],
     )
     return out
 
@@ -123,8 +129,12 @@ def test_kernel_source_on_cpu_matches_reference(cpu_dir, n):
         ):
             xi = x.astype(in_dtype)
             _check(_run_on_cpu(cpu_dir, spec, xi, dtype), spec, xi, dtype)
-        # 64-bit indices (images past 2**31 elements) run the same source
+        # 64-bit indices (images past 2**31 elements) and several outputs per
+        # thread run the same arithmetic
         _check(_run_on_cpu(cpu_dir, spec, x, np.float64, bits=64), spec, x, np.float64)
+        for per_thread in (2, 3):
+            got = _run_on_cpu(cpu_dir, spec, x, np.float64, per_thread=per_thread)
+            _check(got, spec, x, np.float64)
 
 
 def test_kernel_source_on_cpu_views_and_leading_axes(cpu_dir):

@@ -32,6 +32,7 @@ arrays.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,11 +57,15 @@ _CTYPES = {
 INT32_LIMIT = 2**31 - 2**28 - 1
 #: Kernels with at most this many taps are unrolled completely.
 UNROLL_TAPS = 128
+#: Outputs of the last axis per thread: down, consecutive outputs; up,
+#: periods of ``stride`` outputs (one per phase, so a warp never diverges).
+PER_THREAD = {"down": 1, "up": 1}
 
 _PRELUDE = r"""
 typedef {in_t} in_t;
 typedef {out_t} out_t;
 typedef {idx_t} idx_t;
+typedef {uidx_t} uidx_t;
 
 __device__ __forceinline__ out_t mul_rn(out_t a, out_t b) {{ return {mul}(a, b); }}
 __device__ __forceinline__ out_t add_rn(out_t a, out_t b) {{ return {add}(a, b); }}
@@ -86,13 +91,13 @@ __device__ __forceinline__ idx_t border(idx_t p, idx_t n, int mode) {{
 """
 
 
-def _axis_loop(spec, a, ndim, nsp, mode, unroll):
-    """Opening lines of the tap loop of spatial axis ``a`` (setting ``off{a}``)."""
+def _outer_axis_loop(spec, a, ndim, nsp, mode, unroll):
+    """Opening lines of the tap loop of outer spatial axis ``a`` (setting ``off{a}``)."""
     k, s, d = spec.size[a], spec.stride[a], spec.dilation[a]
     c = ndim - nsp + a  # canonical axis
     prev = "base" if a == 0 else f"off{a - 1}"
     lines = [
-        "#pragma unroll" if unroll or a == nsp - 1 else "#pragma unroll 1",
+        "#pragma unroll" if unroll else "#pragma unroll 1",
         f"for (int t{a} = 0; t{a} < {k}; ++t{a}) {{",
     ]
     if spec.op == "down":
@@ -113,13 +118,107 @@ def _axis_loop(spec, a, ndim, nsp, mode, unroll):
     return lines
 
 
-def kernel_source(spec, ndim, in_dtype, out_dtype, idx_bits=32):
+@dataclass(frozen=True)
+class Variant:
+    """Compile-time choices of one kernel besides the geometry."""
+
+    bits: int  # index width, 32 or 64
+    per_thread: int
+    unit: bool  # the last axis is contiguous in the input (stride 1 element)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one call runs: index width, outputs per thread, threads, scalar arguments.
+
+    Each thread computes ``per_thread`` consecutive outputs of the last
+    spatial axis (for up, ``per_thread`` periods of ``stride`` outputs, one
+    of each phase), reading the input segment they share once.
+    """
+
+    variant: Variant
+    n_threads: int
+    scalars: tuple
+
+
+def _last_axis_plan(spec, per_thread):
+    """Outputs per thread ``v``, segment span, and the first output of group 0."""
+    k, s, d, p = spec.size[-1], spec.stride[-1], spec.dilation[-1], spec.pad_lo[-1]
+    if spec.op == "down":
+        v = per_thread
+        return v, s * (v - 1) + d * (k - 1) + 1, 0
+    v = s * per_thread
+    reach = (d * (k - 1)) // s  # inputs before the thread's first quotient
+    return v, reach + per_thread, -(p % s)
+
+
+def launch_config(spec, x_c, out_c, per_thread=None):
+    """The :class:`Launch` of ``spec`` for the views ``x_c`` / ``out_c`` (spatial axes last)."""
+    if per_thread is None:
+        per_thread = PER_THREAD[spec.op]
+    spans = [out_c.size]
+    for arr in (x_c, out_c):
+        spans.append(sum(abs(s // arr.itemsize) * (n - 1) for s, n in zip(arr.strides, arr.shape)))
+    bits = 32 if max(spans) <= INT32_LIMIT else 64
+    v, _span, first = _last_axis_plan(spec, per_thread)
+    groups = -(-(out_c.shape[-1] - first) // v)
+    n_threads = out_c.size // out_c.shape[-1] * groups
+    nsp = len(spec.axes)
+    t = np.int32 if bits == 32 else np.int64
+    values = [
+        n_threads,
+        groups,
+        *out_c.shape,
+        *[s // x_c.itemsize for s in x_c.strides],
+        *[s // out_c.itemsize for s in out_c.strides],
+        *x_c.shape[x_c.ndim - nsp :],
+    ]
+    unit = x_c.strides[-1] == x_c.itemsize
+    variant = Variant(bits, per_thread, unit)
+    return Launch(variant, n_threads, tuple(t(val) for val in values))
+
+
+def _last_axis_code(spec, ndim, nsp, mode, variant):
+    """Statements loading the last axis' input segment and accumulating every output."""
+    k, s, d = spec.size[-1], spec.stride[-1], spec.dilation[-1]
+    v_count, span, _first = _last_axis_plan(spec, variant.per_thread)
+    c = ndim - 1
+    row = "base" if nsp == 1 else f"off{nsp - 2}"
+    xs = "" if variant.unit else f" * xs{c}"
+    lines = []
+    for u in range(span):
+        pos = f"(lo + {u})"
+        if spec.op == "down" and mode != 0:
+            slow = f"x[{row} + border({pos}, xn{nsp - 1}, {mode}){xs}]"
+        else:
+            slow = f"({pos} >= 0 && {pos} < xn{nsp - 1}) ? x[{row} + {pos}{xs}] : (in_t)0"
+        lines.append(f"const out_t e{u} = (out_t)(inside ? x[{row} + {pos}{xs}] : {slow});")
+    outer = "0"
+    for a in range(nsp - 1):
+        outer = f"({outer}) * {spec.size[a]} + t{a}" if a else f"t{a}"
+    for v in range(v_count):
+        for t in range(k):
+            if spec.op == "down":
+                u = s * v + d * t
+            else:
+                r, m = v % s, v // s
+                if (d * t) % s != r:
+                    continue
+                u = (d * t) // s
+                u = span - variant.per_thread + m - u  # segment index of q - (d*t)//s
+            tap = t if nsp == 1 else f"({outer}) * {k} + {t}"
+            lines.append(f"acc{v} = add_rn(acc{v}, mul_rn(w[{tap}], e{u}));")
+    return lines
+
+
+def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
     """CUDA source and entry name of ``spec`` on ``ndim`` canonical axes.
 
     The spatial axes are the last ``len(spec.axes)`` ones. Launch arguments:
-    ``x, y, w, n_out``, then the output shape, the input strides, the output
-    strides (elements, every axis) and the input lengths of the spatial axes,
-    all of the index type (``idx_bits``).
+    ``x, y, w``, then :attr:`Launch.scalars`: the thread count, the groups per
+    output row, the output shape, the input strides, the output strides
+    (elements, every axis) and the input lengths of the spatial axes, all of
+    the index type.
     """
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
     nsp = len(spec.axes)
@@ -130,19 +229,21 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, idx_bits=32):
     )
     name = (
         f"conv_resample_{spec.op}_{ndim}d_{geometry}_m{mode}_"
-        f"{in_dtype.name}_{out_dtype.name}_i{idx_bits}"
+        f"{in_dtype.name}_{out_dtype.name}_i{variant.bits}_v{variant.per_thread}"
+        f"{'u' if variant.unit else ''}"
     )
     f64 = out_dtype == np.float64
     src = [
         _PRELUDE.format(
             in_t=_CTYPES[in_dtype.name],
             out_t=_CTYPES[out_dtype.name],
-            idx_t="int" if idx_bits == 32 else "long long",
+            idx_t="int" if variant.bits == 32 else "long long",
+            uidx_t="unsigned int" if variant.bits == 32 else "unsigned long long",
             mul="__dmul_rn" if f64 else "__fmul_rn",
             add="__dadd_rn" if f64 else "__fadd_rn",
         )
     ]
-    params = ["idx_t n_out"]
+    params = ["idx_t n_threads", "idx_t groups"]
     params += [f"idx_t os{a}" for a in range(ndim)]
     params += [f"idx_t xs{a}" for a in range(ndim)]
     params += [f"idx_t ys{a}" for a in range(ndim)]
@@ -151,48 +252,70 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, idx_bits=32):
         f'extern "C" __global__ void {name}(const in_t* __restrict__ x, '
         "out_t* __restrict__ y, const out_t* __restrict__ w, " + ", ".join(params) + ") {"
     )
+    v_count, span, first = _last_axis_plan(spec, variant.per_thread)
+    last = ndim - 1
     body = [
-        "for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_out;",
+        "for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_threads;",
         "     i += (idx_t)blockDim.x * gridDim.x) {",
-        "    idx_t rem = i;",
+        "    uidx_t rem = (uidx_t)i;",
+        "    const idx_t g = (idx_t)(rem % (uidx_t)groups); rem /= (uidx_t)groups;",
     ]
-    for a in range(ndim - 1, 0, -1):
-        body.append(f"    const idx_t c{a} = rem % os{a}; rem /= os{a};")
-    body.append("    const idx_t c0 = rem;")
+    for a in range(ndim - 2, 0, -1):
+        body.append(f"    const idx_t c{a} = (idx_t)(rem % (uidx_t)os{a}); rem /= (uidx_t)os{a};")
+    if ndim > 1:
+        body.append("    const idx_t c0 = (idx_t)rem;")
     body.append(
         "    const idx_t base = 0" + "".join(f" + c{a} * xs{a}" for a in range(ndim - nsp)) + ";"
     )
-    body.append("    const idx_t yoff = " + " + ".join(f"c{a} * ys{a}" for a in range(ndim)) + ";")
-    for a in range(nsp):
+    body.append(
+        "    const idx_t yrow = 0" + "".join(f" + c{a} * ys{a}" for a in range(ndim - 1)) + ";"
+    )
+    for a in range(nsp - 1):
         c, s, p = ndim - nsp + a, spec.stride[a], spec.pad_lo[a]
         if spec.op == "down":
             body.append(f"    const idx_t b{a} = {s} * c{c} - ({p});")
         else:
             body.append(f"    const idx_t q{a} = floor_div(c{c} + ({p}), {s});")
             body.append(f"    const idx_t r{a} = c{c} + ({p}) - q{a} * {s};")
-    body.append("    out_t acc = 0;")
+    s_l, p_l = spec.stride[-1], spec.pad_lo[-1]
+    if spec.op == "down":
+        # outputs g*V + v read inputs s*(g*V + v) + d*t - p: segment from lo
+        body.append(f"    const idx_t j0 = g * {v_count};")
+        body.append(f"    const idx_t lo = j0 * {s_l} - ({p_l});")
+    else:
+        # outputs j0 + v with j0 + p = s*q0 (phase v % s); inputs from q0 - reach
+        q0 = (first + p_l) // s_l
+        body.append(f"    const idx_t j0 = g * {v_count} + ({first});")
+        lo0 = q0 - (span - variant.per_thread)
+        body.append(f"    const idx_t lo = g * {variant.per_thread} + ({lo0});")
+    body.append(f"    const bool inside = lo >= 0 && lo + {span} <= xn{nsp - 1};")
+    body += [f"    out_t acc{v} = 0;" for v in range(v_count)]
     unroll = int(np.prod(spec.size)) <= UNROLL_TAPS
     depth = 1
-    for a in range(nsp):
-        body += ["    " * depth + line for line in _axis_loop(spec, a, ndim, nsp, mode, unroll)]
+    for a in range(nsp - 1):
+        body += [
+            "    " * depth + line for line in _outer_axis_loop(spec, a, ndim, nsp, mode, unroll)
+        ]
         depth += 1
-    tap = "t0"
-    for a in range(1, nsp):
-        tap = f"({tap}) * {spec.size[a]} + t{a}"
-    body.append("    " * depth + f"acc = add_rn(acc, mul_rn(w[{tap}], (out_t)x[off{nsp - 1}]));")
-    for a in range(nsp, 0, -1):
+    body += ["    " * depth + line for line in _last_axis_code(spec, ndim, nsp, mode, variant)]
+    for a in range(nsp - 1, 0, -1):
         body.append("    " * a + "}")
-    body += ["    y[yoff] = acc;", "}"]
+    for v in range(v_count):
+        body.append(
+            f"    if (j0 + {v} >= 0 && j0 + {v} < os{last}) "
+            f"y[yrow + (j0 + {v}) * ys{last}] = acc{v};"
+        )
+    body.append("}")
     src += ["    " + line for line in body]
     src.append("}")
     return "\n".join(src) + "\n", name
 
 
 @functools.lru_cache(maxsize=128)
-def _kernel(spec_key, ndim, in_name, out_name, idx_bits):
+def _kernel(spec_key, ndim, in_name, out_name, variant):
     import cupy
 
-    src, name = kernel_source(spec_key.spec, ndim, in_name, out_name, idx_bits)
+    src, name = kernel_source(spec_key.spec, ndim, in_name, out_name, variant)
     return cupy.RawKernel(src, name)
 
 
@@ -224,28 +347,6 @@ def canonical_order(spec, ndim):
     return [a for a in range(ndim) if a not in spec.axes] + list(spec.axes)
 
 
-def index_bits(x_c, out_c):
-    """32 when every element offset of ``x_c`` and ``out_c`` fits a 32-bit index, else 64."""
-    spans = [out_c.size]
-    for arr in (x_c, out_c):
-        spans.append(sum(abs(s // arr.itemsize) * (n - 1) for s, n in zip(arr.strides, arr.shape)))
-    return 32 if max(spans) <= INT32_LIMIT else 64
-
-
-def scalar_arguments(spec, x_c, out_c, bits):
-    """Launch arguments after ``(x, y, w)``, as NumPy scalars of the index type."""
-    nsp = len(spec.axes)
-    t = np.int32 if bits == 32 else np.int64
-    values = [
-        out_c.size,
-        *out_c.shape,
-        *[s // x_c.itemsize for s in x_c.strides],
-        *[s // out_c.itemsize for s in out_c.strides],
-        *x_c.shape[x_c.ndim - nsp :],
-    ]
-    return [t(v) for v in values]
-
-
 def weight_values(spec, dtype):
     """The kernel's weights in ``dtype``, C order (the taps' order)."""
     return np.array([dtype.type(v) for v in spec.weights.ravel()], dtype=dtype)
@@ -259,7 +360,7 @@ def _device_weights(raw, dtype_str, device_id):
     return cupy.asarray(np.frombuffer(raw, dtype=np.dtype(dtype_str)))
 
 
-def run(spec, x, dtype, threads_per_block=256):
+def run(spec, x, dtype, threads_per_block=256, per_thread=None):
     """Compute ``spec`` on the CuPy array ``x`` in one fused kernel launch."""
     import cupy
 
@@ -284,10 +385,9 @@ def run(spec, x, dtype, threads_per_block=256):
         ) from None
     if out.size:
         out_c = out.transpose(order)
-        bits = index_bits(x_c, out_c)
-        kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, bits)
+        launch = launch_config(spec, x_c, out_c, per_thread)
+        kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
         w = _device_weights(weight_values(spec, dtype).tobytes(), dtype.str, x.device.id)
-        blocks = min(-(-out.size // threads_per_block), 1 << 20)  # grid-stride loop
-        args = scalar_arguments(spec, x_c, out_c, bits)
-        kernel((blocks,), (threads_per_block,), (x_c, out_c, w, *args))
+        blocks = min(-(-launch.n_threads // threads_per_block), 1 << 20)  # grid-stride loop
+        kernel((blocks,), (threads_per_block,), (x_c, out_c, w, *launch.scalars))
     return out
