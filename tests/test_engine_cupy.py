@@ -188,6 +188,9 @@ def test_gpu_kernel_matches_reference(cupy, n):
             xi = np.abs(x).astype(in_dtype)
             got = _engine_cupy.run(spec, cupy.asarray(xi), dtype)
             _check(cupy.asnumpy(got), spec, xi, dtype)
+        for per_thread in (2, 3):  # the same sums, whatever the outputs per thread
+            more = _engine_cupy.run(spec, cupy.asarray(xi), dtype, per_thread=per_thread)
+            assert bool(cupy.array_equal(more, got))
 
 
 @pytest.mark.gpu
