@@ -37,6 +37,9 @@ static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct double2 { double x, y; };
 """
 
 
@@ -55,14 +58,14 @@ def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, variant):
     return getattr(ctypes.CDLL(path + ".so"), name)
 
 
-def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None, per_thread=None):
+def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None, **launch_kw):
     """``_engine_cupy.run`` with NumPy arrays and the source compiled by g++."""
     dtype = np.dtype(dtype)
     order = _engine_cupy.canonical_order(spec, x.ndim)
     x_c = x.transpose(order)
     out = np.full(spec.output_shape, np.nan, dtype=dtype)
     out_c = out.transpose(order)
-    launch = _engine_cupy.launch_config(spec, x_c, out_c, per_thread)
+    launch = _engine_cupy.launch_config(spec, x_c, out_c, **launch_kw)
     if bits:
         launch = dataclasses.replace(
             launch,
@@ -132,9 +135,8 @@ def test_kernel_source_on_cpu_matches_reference(cpu_dir, n):
         # 64-bit indices (images past 2**31 elements) and several outputs per
         # thread run the same arithmetic
         _check(_run_on_cpu(cpu_dir, spec, x, np.float64, bits=64), spec, x, np.float64)
-        for per_thread in (2, 3):
-            got = _run_on_cpu(cpu_dir, spec, x, np.float64, per_thread=per_thread)
-            _check(got, spec, x, np.float64)
+        for kw in ({"per_thread": 1}, {"per_thread": 3}, {"outer_fast": False}):
+            _check(_run_on_cpu(cpu_dir, spec, x, np.float64, **kw), spec, x, np.float64)
 
 
 def test_kernel_source_on_cpu_views_and_leading_axes(cpu_dir):
@@ -188,9 +190,16 @@ def test_gpu_kernel_matches_reference(cupy, n):
             xi = np.abs(x).astype(in_dtype)
             got = _engine_cupy.run(spec, cupy.asarray(xi), dtype)
             _check(cupy.asnumpy(got), spec, xi, dtype)
-        for per_thread in (2, 3):  # the same sums, whatever the outputs per thread
-            more = _engine_cupy.run(spec, cupy.asarray(xi), dtype, per_thread=per_thread)
-            assert bool(cupy.array_equal(more, got))
+            if in_dtype is not np.float32:
+                continue
+            # the same sums, whatever the outputs per thread, stores and traversal
+            for kw in (
+                {"per_thread": 1},
+                {"per_thread": 3},
+                {"vector_stores": False, "outer_fast": False},
+            ):
+                more = _engine_cupy.run(spec, cupy.asarray(xi), dtype, **kw)
+                assert bool(cupy.array_equal(more, got))
 
 
 @pytest.mark.gpu

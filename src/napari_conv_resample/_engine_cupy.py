@@ -59,7 +59,8 @@ INT32_LIMIT = 2**31 - 2**28 - 1
 UNROLL_TAPS = 128
 #: Outputs of the last axis per thread: down, consecutive outputs; up,
 #: periods of ``stride`` outputs (one per phase, so a warp never diverges).
-PER_THREAD = {"down": 1, "up": 1}
+PER_THREAD = {"down": 2, "up": 2}
+_VECTOR_TYPES = {("float32", 2): "float2", ("float32", 4): "float4", ("float64", 2): "double2"}
 
 _PRELUDE = r"""
 typedef {in_t} in_t;
@@ -125,6 +126,8 @@ class Variant:
     bits: int  # index width, 32 or 64
     per_thread: int
     unit: bool  # the last axis is contiguous in the input (stride 1 element)
+    store_width: int  # outputs per vector store, 1 for scalar stores
+    outer_fast: bool  # see _traversal
 
 
 @dataclass(frozen=True)
@@ -142,17 +145,47 @@ class Launch:
 
 
 def _last_axis_plan(spec, per_thread):
-    """Outputs per thread ``v``, segment span, and the first output of group 0."""
+    """Outputs per thread ``V``, input segment span, segment start offset, tap map.
+
+    A thread computes outputs ``j0 .. j0+V-1`` of the last axis with
+    ``j0 = g*V``. It reads the input segment ``lo .. lo+span-1`` with
+    ``lo = a*g + lo0``; ``taps[v]`` lists ``(t, u)``: tap ``t`` of output
+    ``v`` reads segment element ``u``, in tap order.
+    """
     k, s, d, p = spec.size[-1], spec.stride[-1], spec.dilation[-1], spec.pad_lo[-1]
     if spec.op == "down":
-        v = per_thread
-        return v, s * (v - 1) + d * (k - 1) + 1, 0
-    v = s * per_thread
-    reach = (d * (k - 1)) // s  # inputs before the thread's first quotient
-    return v, reach + per_thread, -(p % s)
+        # outputs j read inputs s*j + d*t - p: lo = s*V*g - p
+        v_count = per_thread
+        taps = [[(t, s * v + d * t) for t in range(k)] for v in range(v_count)]
+        return v_count, s * (v_count - 1) + d * (k - 1) + 1, s * v_count, -p, taps
+    # up: with V a multiple of s, j0 + p = s*(g*per_thread) + p, so output v
+    # has phase (p + v) mod s and quotient g*per_thread + (p + v) // s, both
+    # constants but for g; tap t contributes when d*t = phase (mod s), from
+    # input quotient - (d*t) // s.
+    v_count = s * per_thread
+    reach = (d * (k - 1)) // s
+    q_lo, q_hi = p // s, (p + v_count - 1) // s
+    lo0 = q_lo - reach
+    taps = [
+        [(t, (p + v) // s - (d * t) // s - lo0) for t in range(k) if (d * t) % s == (p + v) % s]
+        for v in range(v_count)
+    ]
+    return v_count, q_hi - lo0 + 1, per_thread, lo0, taps
 
 
-def launch_config(spec, x_c, out_c, per_thread=None):
+def _store_width(per_thread_outputs, out_c, dtype):
+    """Outputs per vector store (1: scalar stores) for a contiguous, aligned output row."""
+    if out_c.strides[-1] != out_c.itemsize:
+        return 1
+    ptr = out_c.data.ptr if hasattr(out_c.data, "ptr") else out_c.ctypes.data
+    for width in (4, 2):
+        fits = (dtype.name, width) in _VECTOR_TYPES and per_thread_outputs % width == 0
+        if fits and ptr % (width * dtype.itemsize) == 0:
+            return width
+    return 1
+
+
+def launch_config(spec, x_c, out_c, per_thread=None, vector_stores=True, outer_fast=True):
     """The :class:`Launch` of ``spec`` for the views ``x_c`` / ``out_c`` (spatial axes last)."""
     if per_thread is None:
         per_thread = PER_THREAD[spec.op]
@@ -160,8 +193,8 @@ def launch_config(spec, x_c, out_c, per_thread=None):
     for arr in (x_c, out_c):
         spans.append(sum(abs(s // arr.itemsize) * (n - 1) for s, n in zip(arr.strides, arr.shape)))
     bits = 32 if max(spans) <= INT32_LIMIT else 64
-    v, _span, first = _last_axis_plan(spec, per_thread)
-    groups = -(-(out_c.shape[-1] - first) // v)
+    v_count = _last_axis_plan(spec, per_thread)[0]
+    groups = -(-out_c.shape[-1] // v_count)
     n_threads = out_c.size // out_c.shape[-1] * groups
     nsp = len(spec.axes)
     t = np.int32 if bits == 32 else np.int64
@@ -174,19 +207,21 @@ def launch_config(spec, x_c, out_c, per_thread=None):
         *x_c.shape[x_c.ndim - nsp :],
     ]
     unit = x_c.strides[-1] == x_c.itemsize
-    variant = Variant(bits, per_thread, unit)
+    width = _store_width(v_count, out_c, out_c.dtype) if vector_stores else 1
+    variant = Variant(bits, per_thread, unit, width, outer_fast and len(spec.axes) > 2)
     return Launch(variant, n_threads, tuple(t(val) for val in values))
 
 
 def _last_axis_code(spec, ndim, nsp, mode, variant):
     """Statements loading the last axis' input segment and accumulating every output."""
-    k, s, d = spec.size[-1], spec.stride[-1], spec.dilation[-1]
-    v_count, span, _first = _last_axis_plan(spec, variant.per_thread)
+    k = spec.size[-1]
+    _v, span, _a, _lo0, taps = _last_axis_plan(spec, variant.per_thread)
     c = ndim - 1
     row = "base" if nsp == 1 else f"off{nsp - 2}"
     xs = "" if variant.unit else f" * xs{c}"
     lines = []
-    for u in range(span):
+    used = sorted({u for per_v in taps for _t, u in per_v})
+    for u in used:
         pos = f"(lo + {u})"
         if spec.op == "down" and mode != 0:
             slow = f"x[{row} + border({pos}, xn{nsp - 1}, {mode}){xs}]"
@@ -196,19 +231,47 @@ def _last_axis_code(spec, ndim, nsp, mode, variant):
     outer = "0"
     for a in range(nsp - 1):
         outer = f"({outer}) * {spec.size[a]} + t{a}" if a else f"t{a}"
-    for v in range(v_count):
-        for t in range(k):
-            if spec.op == "down":
-                u = s * v + d * t
-            else:
-                r, m = v % s, v // s
-                if (d * t) % s != r:
-                    continue
-                u = (d * t) // s
-                u = span - variant.per_thread + m - u  # segment index of q - (d*t)//s
+    for v, per_v in enumerate(taps):
+        for t, u in per_v:
             tap = t if nsp == 1 else f"({outer}) * {k} + {t}"
             lines.append(f"acc{v} = add_rn(acc{v}, mul_rn(w[{tap}], e{u}));")
     return lines
+
+
+def _store_code(v_count, last, width, out_name):
+    """Statements writing the thread's outputs: vector stores where the row allows."""
+    scalar = [
+        f"    if (j0 + {v} < os{last}) y[yrow + (j0 + {v}) * ys{last}] = acc{v};"
+        for v in range(v_count)
+    ]
+    if width == 1:
+        return scalar
+    vec = _VECTOR_TYPES[(out_name, width)]
+    fields = "xyzw"
+    lines = [f"    if (j0 + {v_count} <= os{last} && (yrow + j0) % {width} == 0) {{"]
+    for chunk in range(0, v_count, width):
+        lines.append(f"        {vec} vec{chunk};")
+        lines += [f"        vec{chunk}.{fields[i]} = acc{chunk + i};" for i in range(width)]
+        lines.append(f"        *reinterpret_cast<{vec}*>(y + yrow + j0 + {chunk}) = vec{chunk};")
+    lines.append("    } else {")
+    lines += ["    " + line for line in scalar]
+    lines.append("    }")
+    return lines
+
+
+def _traversal(ndim, nsp, outer_fast):
+    """Axes but the last, from the fastest varying thread coordinate to the slowest.
+
+    C order (``outer_fast`` false) walks a 3-D image plane by plane, so the
+    input plane two output planes share is read again a plane (tens of MiB)
+    later; ``outer_fast`` steps the outermost spatial axis right after the
+    row's groups, so every re-read input row is still in the L2 cache.
+    """
+    outer = list(range(ndim - nsp))
+    spatial = list(range(ndim - nsp, ndim - 1))
+    if outer_fast:
+        return spatial + outer[::-1]
+    return (outer + spatial)[::-1]
 
 
 def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
@@ -230,7 +293,7 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
     name = (
         f"conv_resample_{spec.op}_{ndim}d_{geometry}_m{mode}_"
         f"{in_dtype.name}_{out_dtype.name}_i{variant.bits}_v{variant.per_thread}"
-        f"{'u' if variant.unit else ''}"
+        f"{'u' if variant.unit else ''}w{variant.store_width}{'o' if variant.outer_fast else ''}"
     )
     f64 = out_dtype == np.float64
     src = [
@@ -252,7 +315,7 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
         f'extern "C" __global__ void {name}(const in_t* __restrict__ x, '
         "out_t* __restrict__ y, const out_t* __restrict__ w, " + ", ".join(params) + ") {"
     )
-    v_count, span, first = _last_axis_plan(spec, variant.per_thread)
+    v_count, span, a_step, lo0, _taps = _last_axis_plan(spec, variant.per_thread)
     last = ndim - 1
     body = [
         "for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_threads;",
@@ -260,10 +323,14 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
         "    uidx_t rem = (uidx_t)i;",
         "    const idx_t g = (idx_t)(rem % (uidx_t)groups); rem /= (uidx_t)groups;",
     ]
-    for a in range(ndim - 2, 0, -1):
-        body.append(f"    const idx_t c{a} = (idx_t)(rem % (uidx_t)os{a}); rem /= (uidx_t)os{a};")
-    if ndim > 1:
-        body.append("    const idx_t c0 = (idx_t)rem;")
+    order = _traversal(ndim, nsp, variant.outer_fast)
+    for pos, a in enumerate(order):
+        if pos == len(order) - 1:
+            body.append(f"    const idx_t c{a} = (idx_t)rem;")
+        else:
+            body.append(
+                f"    const idx_t c{a} = (idx_t)(rem % (uidx_t)os{a}); rem /= (uidx_t)os{a};"
+            )
     body.append(
         "    const idx_t base = 0" + "".join(f" + c{a} * xs{a}" for a in range(ndim - nsp)) + ";"
     )
@@ -277,17 +344,8 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
         else:
             body.append(f"    const idx_t q{a} = floor_div(c{c} + ({p}), {s});")
             body.append(f"    const idx_t r{a} = c{c} + ({p}) - q{a} * {s};")
-    s_l, p_l = spec.stride[-1], spec.pad_lo[-1]
-    if spec.op == "down":
-        # outputs g*V + v read inputs s*(g*V + v) + d*t - p: segment from lo
-        body.append(f"    const idx_t j0 = g * {v_count};")
-        body.append(f"    const idx_t lo = j0 * {s_l} - ({p_l});")
-    else:
-        # outputs j0 + v with j0 + p = s*q0 (phase v % s); inputs from q0 - reach
-        q0 = (first + p_l) // s_l
-        body.append(f"    const idx_t j0 = g * {v_count} + ({first});")
-        lo0 = q0 - (span - variant.per_thread)
-        body.append(f"    const idx_t lo = g * {variant.per_thread} + ({lo0});")
+    body.append(f"    const idx_t j0 = g * {v_count};")
+    body.append(f"    const idx_t lo = g * {a_step} + ({lo0});")
     body.append(f"    const bool inside = lo >= 0 && lo + {span} <= xn{nsp - 1};")
     body += [f"    out_t acc{v} = 0;" for v in range(v_count)]
     unroll = int(np.prod(spec.size)) <= UNROLL_TAPS
@@ -300,11 +358,7 @@ def kernel_source(spec, ndim, in_dtype, out_dtype, variant):
     body += ["    " * depth + line for line in _last_axis_code(spec, ndim, nsp, mode, variant)]
     for a in range(nsp - 1, 0, -1):
         body.append("    " * a + "}")
-    for v in range(v_count):
-        body.append(
-            f"    if (j0 + {v} >= 0 && j0 + {v} < os{last}) "
-            f"y[yrow + (j0 + {v}) * ys{last}] = acc{v};"
-        )
+    body += _store_code(v_count, last, variant.store_width, out_dtype.name)
     body.append("}")
     src += ["    " + line for line in body]
     src.append("}")
@@ -360,7 +414,9 @@ def _device_weights(raw, dtype_str, device_id):
     return cupy.asarray(np.frombuffer(raw, dtype=np.dtype(dtype_str)))
 
 
-def run(spec, x, dtype, threads_per_block=256, per_thread=None):
+def run(
+    spec, x, dtype, threads_per_block=128, per_thread=None, vector_stores=True, outer_fast=True
+):
     """Compute ``spec`` on the CuPy array ``x`` in one fused kernel launch."""
     import cupy
 
@@ -385,7 +441,7 @@ def run(spec, x, dtype, threads_per_block=256, per_thread=None):
         ) from None
     if out.size:
         out_c = out.transpose(order)
-        launch = launch_config(spec, x_c, out_c, per_thread)
+        launch = launch_config(spec, x_c, out_c, per_thread, vector_stores, outer_fast)
         kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
         w = _device_weights(weight_values(spec, dtype).tobytes(), dtype.str, x.device.id)
         blocks = min(-(-launch.n_threads // threads_per_block), 1 << 20)  # grid-stride loop
