@@ -181,7 +181,7 @@ def cupy():
 @pytest.mark.gpu
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_gpu_kernel_matches_reference(cupy, n):
-    for spec, x in _random_cases(100 + n, 16, n):
+    for spec, x in _random_cases(100 + n, 12, n):
         for in_dtype, dtype in (
             (np.float32, np.float32),
             (np.uint8, np.float32),
