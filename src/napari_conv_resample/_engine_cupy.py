@@ -59,7 +59,7 @@ INT32_LIMIT = 2**31 - 2**28 - 1
 UNROLL_TAPS = 128
 #: Outputs of the last axis per thread: down, consecutive outputs; up,
 #: periods of ``stride`` outputs (one per phase, so a warp never diverges).
-#: Measured on an H200 (``.devrun`` sweep, README): down 1 -> 2 took 8192^2
+#: Measured on an H200 (``benchmarks/gpu_kernel_variants.py``, README): down 1 -> 2 took 8192^2
 #: from 2.56 to 3.40 TB/s (4 was slower); up 1 -> 4 periods with float4
 #: stores took 4096^2 -> 8192^2 from 1.67 to 3.02 TB/s.
 PER_THREAD = {"down": 2, "up": 4}
