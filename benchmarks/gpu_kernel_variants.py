@@ -97,7 +97,8 @@ def main():
         for var in variants:
             z = _engine_cupy.run(spec, x, np.float32, **var)
             assert bool(cp.array_equal(z, y)), (op, shape, var)
-            t = gpu_ms(cp, lambda s=spec, a=x, v=var: _engine_cupy.run(s, a, np.float32, **v))
+            launch, _out = _engine_cupy.prepared_launch(spec, x, np.float32, **var)
+            t = gpu_ms(cp, launch)
             tag = (
                 f"v{var['per_thread']}{'w' if var['vector_stores'] else ''}"
                 f"{'o' if var['outer_fast'] else ''}/{var['threads_per_block']}"

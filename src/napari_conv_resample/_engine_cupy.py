@@ -417,10 +417,26 @@ def _device_weights(raw, dtype_str, device_id):
     return cupy.asarray(np.frombuffer(raw, dtype=np.dtype(dtype_str)))
 
 
-def run(
+def run(spec, x, dtype, **options):
+    """Compute ``spec`` on the CuPy array ``x`` in one fused kernel launch.
+
+    ``options`` (``threads_per_block``, ``per_thread``, ``vector_stores``,
+    ``outer_fast``) choose a kernel variant; every variant gives the same
+    numbers.
+    """
+    launch, out = prepared_launch(spec, x, dtype, **options)
+    launch()
+    return out
+
+
+def prepared_launch(
     spec, x, dtype, threads_per_block=128, per_thread=None, vector_stores=True, outer_fast=True
 ):
-    """Compute ``spec`` on the CuPy array ``x`` in one fused kernel launch."""
+    """``(launch, out)``: a no-argument callable writing ``spec`` of ``x`` into ``out``.
+
+    Everything but the launch itself (output allocation, compilation, the
+    arguments) is done here, so benchmarks can time the kernel alone.
+    """
     import cupy
 
     dtype = np.dtype(dtype)
@@ -442,11 +458,16 @@ def run(
             "pass a NumPy image (processed in slabs), use the batch tool's chunks "
             "or backend='numpy'"
         ) from None
-    if out.size:
-        out_c = out.transpose(order)
-        launch = launch_config(spec, x_c, out_c, per_thread, vector_stores, outer_fast)
-        kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
-        w = _device_weights(weight_values(spec, dtype).tobytes(), dtype.str, x.device.id)
-        blocks = min(-(-launch.n_threads // threads_per_block), 1 << 20)  # grid-stride loop
-        kernel((blocks,), (threads_per_block,), (x_c, out_c, w, *launch.scalars))
-    return out
+    if not out.size:
+        return (lambda: None), out
+    out_c = out.transpose(order)
+    launch = launch_config(spec, x_c, out_c, per_thread, vector_stores, outer_fast)
+    kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
+    w = _device_weights(weight_values(spec, dtype).tobytes(), dtype.str, x.device.id)
+    blocks = min(-(-launch.n_threads // threads_per_block), 1 << 20)  # grid-stride loop
+    args = (x_c, out_c, w, *launch.scalars)
+
+    def launch_kernel():
+        kernel((blocks,), (threads_per_block,), args)
+
+    return launch_kernel, out
