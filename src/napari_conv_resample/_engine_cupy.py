@@ -16,7 +16,9 @@ converted, padded or zero-stuffed copy of the image is ever made; the output
 is the only large allocation.
 
 * down: ``y[o] = sum_t w[t] * x[map(s*o + d*t - p_lo)]`` with the border mode
-  applied per axis (``zeros`` skips the tap);
+  applied per axis (``zeros``: a pixel outside the image adds ``w[t] * 0``
+  on the last axis, as the reference's padded copy does, and is skipped on
+  the others);
 * up (gather form of the transpose): ``z[j] = sum_t w[t] * y[i]`` over the
   taps with ``j + p_lo - d*t = s*i`` and ``0 <= i < L_in``: with
   ``j + p_lo = q*s + r``, tap ``t`` contributes when ``d*t mod s == r``
@@ -80,10 +82,10 @@ __device__ __forceinline__ idx_t floor_div(idx_t a, idx_t b) {{
     return (q * b > a) ? q - 1 : q;
 }}
 
-// Source index of padded position p on an axis of length n; -1 reads zero.
+// Source index of padded position p on an axis of length n, for the modes
+// reflect (1), replicate (2) and circular (3); zero padding is a range check.
 __device__ __forceinline__ idx_t border(idx_t p, idx_t n, int mode) {{
     if (p >= 0 && p < n) return p;
-    if (mode == 0) return -1;                       // zeros
     if (mode == 2) return p < 0 ? 0 : n - 1;        // replicate
     if (mode == 3) {{ p %= n; return p < 0 ? p + n : p; }}  // circular
     if (n == 1) return 0;                           // reflect (edge not repeated)
