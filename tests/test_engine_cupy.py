@@ -122,6 +122,44 @@ def _random_cases(seed, count, n):
     return cases
 
 
+def test_border_map_of_axes_past_2_to_30_pixels_with_32_bit_indices(cpu_dir):
+    # 32-bit indices serve offsets up to ~1.88e9; the reflect period 2*(n-1)
+    # of such an axis does not fit in 32 bits and must not wrap.
+    src = _engine_cupy._PRELUDE.format(
+        in_t="float",
+        out_t="float",
+        idx_t="int",
+        uidx_t="unsigned int",
+        mul="__fmul_rn",
+        add="__fadd_rn",
+    )
+    src += 'extern "C" int border_int(int p, int n, int mode) { return border(p, n, mode); }\n'
+    path = f"{cpu_dir}/border_int"
+    with open(path + ".cpp", "w") as f:
+        f.write(_CPU_PRELUDE + src)
+    subprocess.run(
+        ["g++", "-shared", "-fPIC", "-O1", "-o", path + ".so", path + ".cpp"], check=True
+    )
+    border = ctypes.CDLL(path + ".so").border_int
+    n = 1_200_000_000
+    for p, mode, want in [
+        (-1, 1, 1),  # reflect
+        (-3, 1, 3),
+        (n, 1, n - 2),
+        (n + 1, 1, n - 3),
+        (-1, 3, n - 1),  # circular
+        (n + 2, 3, 2),
+        (-5, 2, 0),  # replicate
+        (n + 5, 2, n - 1),
+    ]:
+        got = border(ctypes.c_int(p), ctypes.c_int(n), ctypes.c_int(mode))
+        assert got == want, (p, mode, got, want)
+    for mode, np_mode in ((1, "reflect"), (2, "edge"), (3, "wrap")):  # and on a short axis
+        padded = np.pad(np.arange(7), 20, mode=np_mode)
+        for p in range(-20, 27):
+            assert border(ctypes.c_int(p), ctypes.c_int(7), ctypes.c_int(mode)) == padded[p + 20]
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_kernel_source_on_cpu_matches_reference(cpu_dir, n):
     for spec, x in _random_cases(n, 16, n):

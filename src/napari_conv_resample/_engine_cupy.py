@@ -84,15 +84,18 @@ __device__ __forceinline__ idx_t floor_div(idx_t a, idx_t b) {{
 
 // Source index of padded position p on an axis of length n, for the modes
 // reflect (1), replicate (2) and circular (3); zero padding is a range check.
+// 64-bit arithmetic: the reflect period 2*(n-1) of an axis over 2**30 pixels
+// overflows a 32-bit index.
 __device__ __forceinline__ idx_t border(idx_t p, idx_t n, int mode) {{
     if (p >= 0 && p < n) return p;
     if (mode == 2) return p < 0 ? 0 : n - 1;        // replicate
-    if (mode == 3) {{ p %= n; return p < 0 ? p + n : p; }}  // circular
+    long long q = p;
+    if (mode == 3) {{ q %= n; return (idx_t)(q < 0 ? q + n : q); }}  // circular
     if (n == 1) return 0;                           // reflect (edge not repeated)
-    idx_t period = 2 * (n - 1);
-    p %= period;
-    if (p < 0) p += period;
-    return p >= n ? period - p : p;
+    long long period = 2 * ((long long)n - 1);
+    q %= period;
+    if (q < 0) q += period;
+    return (idx_t)(q >= n ? period - q : q);
 }}
 """
 
@@ -466,7 +469,8 @@ def prepared_launch(
     launch = launch_config(spec, x_c, out_c, per_thread, vector_stores, outer_fast)
     kernel = _kernel(_SpecKey(spec), x_c.ndim, x_c.dtype.name, dtype.name, launch.variant)
     w = _device_weights(weight_values(spec, dtype).tobytes(), dtype.str, x.device.id)
-    blocks = min(-(-launch.n_threads // threads_per_block), 1 << 20)  # grid-stride loop
+    # Grid-stride loop; at most 2**28 threads, the margin INT32_LIMIT leaves.
+    blocks = min(-(-launch.n_threads // threads_per_block), (1 << 28) // threads_per_block)
     args = (x_c, out_c, w, *launch.scalars)
 
     def launch_kernel():

@@ -79,8 +79,10 @@ def run_in_slabs(spec, image, budget, backend, preserve_dtype=False):
 
     Every slab reads only the input rows it needs (halo included) and runs on
     ``backend``; the result is assembled in a NumPy array and equals the
-    one-piece call bit for bit (see :mod:`.batch.chunked`). Used when an image
-    and its output do not fit on the GPU together.
+    one-piece call (bit for bit on the GPU, whose sums have one fixed order;
+    to rounding on NumPy for views whose layout changes its block order; see
+    :mod:`.batch.chunked`). Used when an image and its output do not fit on
+    the GPU together.
     """
     from .batch.chunked import resample_chunked
 
