@@ -15,7 +15,6 @@ This is how the defaults in ``_engine_cupy`` were chosen.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,24 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from run_benchmarks import gpu_median_ms  # noqa: E402  (this script's folder)
+
 from napari_conv_resample import _engine_cupy  # noqa: E402
 from napari_conv_resample.geometry import resolve_spec  # noqa: E402
 
 
-def gpu_ms(cp, fn, batch=10, repeat=7):
-    """Median GPU milliseconds per call, ``batch`` calls queued between events."""
-    fn()
-    cp.cuda.Device().synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        for _ in range(batch):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end) / batch)
-    return statistics.median(times)
+def gpu_ms(cp, fn, batch=10):
+    """Median GPU milliseconds per call, ``batch`` prepared launches queued between events."""
+    return gpu_median_ms(cp, fn, batch=batch)
 
 
 def variant(per_thread, vector_stores=True, outer_fast=True, threads_per_block=128):

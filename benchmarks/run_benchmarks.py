@@ -324,6 +324,27 @@ def _gpu_peak_bandwidth(cp):
     return 2 * clock_khz * 1e3 * bus_bits / 8, source
 
 
+def gpu_median_ms(cp, fn, batch=1, repeat=7):
+    """Median GPU milliseconds per call of ``fn``, ``batch`` calls queued between events.
+
+    Two untimed calls first (compilation, allocation); CUDA events time the
+    device, so queued calls measure the kernels when Python keeps ahead.
+    """
+    for _ in range(2):
+        fn()
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        for _ in range(batch):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / batch)
+    return statistics.median(times)
+
+
 def _bytes_needed(spec, x, y):
     """Bytes a kernel must move: the input rows any tap reads, and the output.
 
@@ -371,20 +392,7 @@ def bench_gpu(repeat, quick):
     )
 
     def gpu_ms(fn, batch=1):
-        """Median ms per call; ``batch`` calls queued between the events."""
-        for _ in range(2):
-            fn()
-        cp.cuda.Device().synchronize()
-        times = []
-        for _ in range(repeat):
-            start, end = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            for _ in range(batch):
-                fn()
-            end.record()
-            end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end) / batch)
-        return statistics.median(times)
+        return gpu_median_ms(cp, fn, batch=batch, repeat=repeat)
 
     copy_src = cp.empty(1 << 30 if not quick else 1 << 26, dtype=cp.uint8)
     copy_dst = cp.empty_like(copy_src)
