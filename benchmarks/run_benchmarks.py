@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_conv_resample import _engine_numpy, dilated_downsample, transpose_upsample  # noqa: E402
 from napari_conv_resample.kernels import make_kernel  # noqa: E402
+from napari_conv_resample.masks import coverage_map  # noqa: E402
 
 try:
     import torch
@@ -355,11 +356,15 @@ def _bytes_needed(spec, x, y):
     frac = 1.0
     if spec.op == "down":
         for pos, a in enumerate(spec.axes[:-1]):
-            k, s, d, p = spec.size[pos], spec.stride[pos], spec.dilation[pos], spec.pad_lo[pos]
-            o = np.arange(spec.output_shape[a])[:, None]
-            idx = (s * o + d * np.arange(k)[None, :] - p).ravel()
-            length = spec.input_shape[a]
-            frac *= np.unique(idx[(idx >= 0) & (idx < length)]).size / length
+            read = coverage_map(
+                (spec.input_shape[a],),
+                size=spec.size[pos],
+                stride=spec.stride[pos],
+                dilation=spec.dilation[pos],
+                padding=(spec.padding[pos],),
+                mode=spec.mode,
+            )
+            frac *= float(np.mean(read > 0))
     return x.nbytes * frac + y.nbytes
 
 

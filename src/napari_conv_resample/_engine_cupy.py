@@ -1,4 +1,4 @@
-"""Fused CuPy engine: one GPU thread per output pixel gathers every tap.
+"""Fused CuPy engine: each GPU thread gathers every tap of a few outputs.
 
 One ``RawKernel`` launch per call, for down and for up, any number of spatial
 axes. The CUDA source is generated per resampling geometry: taps, stride,
