@@ -7,10 +7,9 @@ Run from the repository root on a machine with CuPy and a CUDA device::
 Prints the device's write-only and read-only bandwidth (``fill`` and ``sum``
 of 4 GiB), the first-call compile time of a new geometry, and for a few
 large cases the median time and ``(input + output bytes) / time`` of each
-variant (outputs per thread ``v``, vector stores ``w``, outermost spatial
-axis stepped first ``o``, threads per block), after checking that every
-variant's output equals the one-output-per-thread kernel's bit for bit.
-This is how the defaults in ``_engine_cupy`` were chosen.
+variant (named by :func:`tag`), after checking that every variant's output
+equals the one-output-per-thread kernel's bit for bit. This is how the
+defaults in ``_engine_cupy`` were chosen.
 """
 
 from __future__ import annotations
@@ -34,20 +33,101 @@ def gpu_ms(cp, fn, batch=10):
     return gpu_median_ms(cp, fn, batch=batch)
 
 
-def variant(per_thread, vector_stores=True, outer_fast=True, threads_per_block=128):
+def variant(
+    per_thread,
+    vector_stores=True,
+    outer_fast=True,
+    threads_per_block=128,
+    vector_loads=False,
+    outer_block=0,
+):
     return dict(
         per_thread=per_thread,
         vector_stores=vector_stores,
         outer_fast=outer_fast,
         threads_per_block=threads_per_block,
+        vector_loads=vector_loads,
+        outer_block=outer_block,
     )
 
 
+def tag(var):
+    """Short name of a variant: v<outputs per thread>, w vector stores, o outer axis
+    first, l vector loads, b<outer block>, /threads per block."""
+    return (
+        f"v{var['per_thread']}{'w' if var['vector_stores'] else ''}"
+        f"{'o' if var['outer_fast'] else ''}{'l' if var['vector_loads'] else ''}"
+        f"{'b' + str(var['outer_block']) if var['outer_block'] else ''}"
+        f"/{var['threads_per_block']}"
+    )
+
+
+#: (shape, op, kernel size, dilation, variants); the first variant of each
+#: case is the current default. Earlier sweeps (README): 1-4 outputs per
+#: thread, vector stores, traversal, 128-512 threads per block.
 CASES = [
-    ((8192, 8192), "down", 3, 1, [variant(1), variant(2), variant(3)]),
-    ((256, 2048, 2048), "down", 3, 1, [variant(2, outer_fast=False), variant(2), variant(3)]),
-    ((4096, 4096), "up", 4, 1, [variant(2), variant(4), variant(8), variant(4, False)]),
-    ((128, 1024, 1024), "up", 4, 1, [variant(2), variant(4), variant(8)]),
+    (
+        (8192, 8192),
+        "down",
+        3,
+        1,
+        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
+    ),
+    (
+        (8192, 8192),
+        "down",
+        3,
+        2,
+        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
+    ),
+    (
+        (256, 2048, 2048),
+        "down",
+        3,
+        1,
+        [
+            variant(2),
+            variant(3),
+            variant(2, vector_loads=True),
+            variant(2, vector_loads=True, outer_block=1),
+            variant(2, vector_loads=True, outer_block=2),
+            variant(4, vector_loads=True, outer_block=2),
+        ],
+    ),
+    (
+        (256, 2048, 2048),
+        "down",
+        3,
+        2,
+        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
+    ),
+    (
+        (4096, 4096),
+        "up",
+        4,
+        1,
+        [
+            variant(4),
+            variant(4, vector_loads=True),
+            variant(4, outer_block=1),
+            variant(4, vector_loads=True, outer_block=1),
+            variant(2, vector_loads=True, outer_block=1),
+            variant(4, vector_loads=True, outer_block=2),
+        ],
+    ),
+    (
+        (128, 1024, 1024),
+        "up",
+        4,
+        1,
+        [
+            variant(4),
+            variant(4, vector_loads=True),
+            variant(4, outer_block=1),
+            variant(4, vector_loads=True, outer_block=1),
+            variant(2, vector_loads=True, outer_block=1),
+        ],
+    ),
 ]
 
 
@@ -89,11 +169,7 @@ def main():
             assert bool(cp.array_equal(z, y)), (op, shape, var)
             launch, _out = _engine_cupy.prepared_launch(spec, x, np.float32, **var)
             t = gpu_ms(cp, launch)
-            tag = (
-                f"v{var['per_thread']}{'w' if var['vector_stores'] else ''}"
-                f"{'o' if var['outer_fast'] else ''}/{var['threads_per_block']}"
-            )
-            cells.append(f"{tag} {t:.3f} ms {(x.nbytes + y.nbytes) / t / 1e6:.0f} GB/s")
+            cells.append(f"{tag(var)} {t:.3f} ms {(x.nbytes + y.nbytes) / t / 1e6:.0f} GB/s")
         print(f"{op} {'x'.join(map(str, shape))} d{d}: " + " | ".join(cells), flush=True)
         x = y = z = None
         cp.get_default_memory_pool().free_all_blocks()

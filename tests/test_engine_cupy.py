@@ -37,10 +37,27 @@ static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
-struct float2 { float x, y; };
-struct float4 { float x, y, z, w; };
-struct double2 { double x, y; };
+#define VEC2(name, T) struct __attribute__((aligned(2 * sizeof(T)))) name { T x, y; };
+#define VEC4(name, T) struct __attribute__((aligned(4 * sizeof(T)))) name { T x, y, z, w; };
+VEC2(float2, float) VEC4(float4, float) VEC2(double2, double)
+VEC2(char2, signed char) VEC4(char4, signed char)
+VEC2(uchar2, unsigned char) VEC4(uchar4, unsigned char)
+VEC2(short2, short) VEC4(short4, short) VEC2(ushort2, unsigned short) VEC4(ushort4, unsigned short)
+VEC2(int2, int) VEC4(int4, int) VEC2(uint2, unsigned int) VEC4(uint4, unsigned int)
+VEC2(longlong2, long long) VEC2(ulonglong2, unsigned long long)
 """
+
+
+@functools.cache
+def _alignment_checks():
+    """g++ flags that abort on a misaligned vector access, where UBSan is installed."""
+    flags = ["-fsanitize=alignment", "-fno-sanitize-recover=alignment"]
+    probe = subprocess.run(
+        ["g++", *flags, "-shared", "-fPIC", "-x", "c++", "-o", "/dev/null", "-"],
+        input=b"int f(int* p) { return *p; }",
+        capture_output=True,
+    )
+    return flags if probe.returncode == 0 else []
 
 
 @functools.cache
@@ -51,6 +68,7 @@ def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, variant):
         f.write(_CPU_PRELUDE + src)
     subprocess.run(
         ["g++", "-shared", "-fPIC", "-O1", "-ffp-contract=off", "-Wno-unknown-pragmas"]
+        + _alignment_checks()
         + ["-o", path + ".so", path + ".cpp"],
         check=True,
         capture_output=True,
@@ -58,14 +76,18 @@ def _cpu_kernel(tmp_dir, key, ndim, in_name, out_name, variant):
     return getattr(ctypes.CDLL(path + ".so"), name)
 
 
+def _cpu_launch(spec, x, out, **launch_kw):
+    """``(x_c, out_c, launch)`` as the GPU path makes them, for NumPy arrays."""
+    order = _engine_cupy.canonical_order(spec, x.ndim)
+    x_c, out_c = x.transpose(order), out.transpose(order)
+    return x_c, out_c, _engine_cupy.launch_config(spec, x_c, out_c, **launch_kw)
+
+
 def _run_on_cpu(tmp_dir, spec, x, dtype, bits=None, **launch_kw):
     """``_engine_cupy.run`` with NumPy arrays and the source compiled by g++."""
     dtype = np.dtype(dtype)
-    order = _engine_cupy.canonical_order(spec, x.ndim)
-    x_c = x.transpose(order)
     out = np.full(spec.output_shape, np.nan, dtype=dtype)
-    out_c = out.transpose(order)
-    launch = _engine_cupy.launch_config(spec, x_c, out_c, **launch_kw)
+    x_c, out_c, launch = _cpu_launch(spec, x, out, **launch_kw)
     if bits:
         launch = dataclasses.replace(
             launch,
@@ -173,8 +195,90 @@ def test_kernel_source_on_cpu_matches_reference(cpu_dir, n):
         # 64-bit indices (images past 2**31 elements) and several outputs per
         # thread run the same arithmetic
         _check(_run_on_cpu(cpu_dir, spec, x, np.float64, bits=64), spec, x, np.float64)
-        for kw in ({"per_thread": 1}, {"per_thread": 3}, {"outer_fast": False}):
+        for kw in (
+            {"per_thread": 1},
+            {"per_thread": 3},
+            {"outer_fast": False},
+            {"outer_block": 1},
+            {"outer_block": 2, "per_thread": 1, "vector_loads": True},
+        ):
             _check(_run_on_cpu(cpu_dir, spec, x, np.float64, **kw), spec, x, np.float64)
+
+
+#: Rows of a multiple of 4 elements, so interior threads can read their
+#: segment with aligned vector loads; outer spatial axes for outer_block.
+_ALIGNED_CASES = [
+    ("down", (2, 6, 32), dict(size=(3, 3), stride=2, padding=1, mode="reflect", axes=(1, 2))),
+    ("down", (20, 48), dict(size=(3, 3), stride=2, dilation=2, padding=2, mode="zeros")),
+    ("down", (5, 6, 40), dict(size=(3, 3, 3), stride=2, padding=1, mode="circular")),
+    ("down", (64,), dict(size=(5,), stride=2, dilation=3, padding=4, mode="replicate")),
+    ("up", (6, 16), dict(size=(4, 4), stride=2, padding=1)),
+    ("up", (3, 5, 8), dict(size=(4, 4, 4), stride=2, padding=1)),
+    ("up", (4, 8, 12), dict(size=(3, 2, 5), stride=(3, 2, 2), dilation=(2, 3, 1), padding=2)),
+    ("up", (2, 7, 8), dict(size=(1, 3), stride=(1, 3), dilation=(1, 2), axes=(1, 2))),
+]
+_DTYPES = (
+    (np.float32, np.float32),
+    (np.uint16, np.float32),
+    (np.uint8, np.float32),
+    (np.float64, np.float64),
+    (np.int16, np.float64),
+)
+#: Variants that read rows with vector loads and compute blocks of outputs
+#: along the outer axes; each must equal the default kernel bit for bit.
+_LOAD_AND_BLOCK_VARIANTS = (
+    {"vector_loads": True},
+    {"vector_loads": True, "outer_block": 1},
+    {"vector_loads": True, "outer_block": 2},
+    {"outer_block": 3, "per_thread": 3},
+)
+
+
+def _aligned_cases():
+    rng = np.random.default_rng(21)
+    for op, shape, kw in _ALIGNED_CASES:
+        kw = dict(kw)
+        size = kw.pop("size")
+        yield resolve_spec(op, shape, kernel=rng.normal(size=size), **kw), rng.random(shape) * 200
+
+
+def test_kernel_source_on_cpu_vector_loads_and_outer_blocks(cpu_dir):
+    # g++ aborts on a misaligned vector load where UBSan is installed.
+    for spec, x in _aligned_cases():
+        for in_dtype, dtype in _DTYPES:
+            xi = x.astype(in_dtype)
+            plain = _run_on_cpu(cpu_dir, spec, xi, dtype)
+            _check(plain, spec, xi, dtype)
+            # every variant on float32, the widest one on the other dtypes
+            variants = (
+                _LOAD_AND_BLOCK_VARIANTS
+                if in_dtype is np.float32
+                else _LOAD_AND_BLOCK_VARIANTS[2:3]
+            )
+            for options in variants:
+                launch = _cpu_launch(spec, xi, np.empty(spec.output_shape, dtype), **options)[2]
+                if options.get("vector_loads"):
+                    assert launch.variant.load_width == (2 if in_dtype is np.float64 else 4)
+                blocked = options.get("outer_block", 0) if len(spec.axes) > 1 else 0
+                assert launch.variant.outer_block == blocked
+                got = _run_on_cpu(cpu_dir, spec, xi, dtype, **options)
+                assert np.array_equal(got, plain), (spec, in_dtype, options)
+
+
+def test_vector_loads_only_where_every_segment_is_aligned():
+    spec = resolve_spec("down", (8, 32), kernel=np.ones((3, 3)), stride=2, padding=1)
+    x = np.zeros((8, 33), np.float32)
+    assert _engine_cupy._load_width(4, x[:, :32]) == 1  # rows 33 elements apart
+    assert _engine_cupy._load_width(4, x[:, 1:]) == 1  # first element not aligned
+    y = np.zeros((8, 34), np.float32)
+    assert _engine_cupy._load_width(4, y[:, :32]) == 2
+    z = np.zeros((8, 32), np.float32)
+    assert _engine_cupy._load_width(4, z) == 4
+    assert _engine_cupy._load_width(6, z) == 2  # segments 6 elements apart
+    assert _engine_cupy._load_width(4, z[:, ::2]) == 1  # not contiguous
+    assert _engine_cupy._load_width(4, z.astype(bool)) == 1  # no vector type
+    out = np.empty(spec.output_shape, np.float32)
+    assert _cpu_launch(spec, z, out)[2].variant.load_width == 1  # off by default
 
 
 def test_kernel_source_on_cpu_views_and_leading_axes(cpu_dir):
@@ -235,9 +339,22 @@ def test_gpu_kernel_matches_reference(cupy, n):
                 {"per_thread": 1},
                 {"per_thread": 3},
                 {"vector_stores": False, "outer_fast": False},
+                {"vector_loads": True, "outer_block": 2},
             ):
                 more = _engine_cupy.run(spec, cupy.asarray(xi), dtype, **kw)
                 assert bool(cupy.array_equal(more, got))
+
+
+@pytest.mark.gpu
+def test_gpu_vector_loads_and_outer_blocks(cupy):
+    for spec, x in _aligned_cases():
+        for in_dtype, dtype in _DTYPES:
+            xi = x.astype(in_dtype)
+            plain = _engine_cupy.run(spec, cupy.asarray(xi), dtype)
+            _check(cupy.asnumpy(plain), spec, xi, dtype)
+            for options in _LOAD_AND_BLOCK_VARIANTS:
+                got = _engine_cupy.run(spec, cupy.asarray(xi), dtype, **options)
+                assert bool(cupy.array_equal(got, plain)), (spec, in_dtype, options)
 
 
 @pytest.mark.gpu
