@@ -62,72 +62,33 @@ def tag(var):
     )
 
 
-#: (shape, op, kernel size, dilation, variants); the first variant of each
-#: case is the current default. Earlier sweeps (README): 1-4 outputs per
-#: thread, vector stores, traversal, 128-512 threads per block.
+#: Variants timed per case; the first one is the current default. Earlier
+#: sweeps (README): 1-4 outputs per thread, vector stores, traversal, 128-512
+#: threads per block.
+DOWN_VARIANTS = [
+    variant(2),
+    variant(3),
+    variant(2, vector_loads=True),
+    variant(2, vector_loads=True, outer_block=1),
+    variant(2, vector_loads=True, outer_block=2),
+    variant(4, vector_loads=True, outer_block=2),
+]
+UP_VARIANTS = [
+    variant(4),
+    variant(4, vector_loads=True),
+    variant(4, outer_block=1),
+    variant(4, vector_loads=True, outer_block=1),
+    variant(2, vector_loads=True, outer_block=1),
+    variant(4, vector_loads=True, outer_block=2),
+]
+#: (shape, op, kernel size, dilation, variants)
 CASES = [
-    (
-        (8192, 8192),
-        "down",
-        3,
-        1,
-        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
-    ),
-    (
-        (8192, 8192),
-        "down",
-        3,
-        2,
-        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
-    ),
-    (
-        (256, 2048, 2048),
-        "down",
-        3,
-        1,
-        [
-            variant(2),
-            variant(3),
-            variant(2, vector_loads=True),
-            variant(2, vector_loads=True, outer_block=1),
-            variant(2, vector_loads=True, outer_block=2),
-            variant(4, vector_loads=True, outer_block=2),
-        ],
-    ),
-    (
-        (256, 2048, 2048),
-        "down",
-        3,
-        2,
-        [variant(2), variant(2, vector_loads=True), variant(2, vector_loads=True, outer_block=2)],
-    ),
-    (
-        (4096, 4096),
-        "up",
-        4,
-        1,
-        [
-            variant(4),
-            variant(4, vector_loads=True),
-            variant(4, outer_block=1),
-            variant(4, vector_loads=True, outer_block=1),
-            variant(2, vector_loads=True, outer_block=1),
-            variant(4, vector_loads=True, outer_block=2),
-        ],
-    ),
-    (
-        (128, 1024, 1024),
-        "up",
-        4,
-        1,
-        [
-            variant(4),
-            variant(4, vector_loads=True),
-            variant(4, outer_block=1),
-            variant(4, vector_loads=True, outer_block=1),
-            variant(2, vector_loads=True, outer_block=1),
-        ],
-    ),
+    ((8192, 8192), "down", 3, 1, DOWN_VARIANTS),
+    ((8192, 8192), "down", 3, 2, DOWN_VARIANTS),
+    ((256, 2048, 2048), "down", 3, 1, DOWN_VARIANTS),
+    ((256, 2048, 2048), "down", 3, 2, DOWN_VARIANTS),
+    ((4096, 4096), "up", 4, 1, UP_VARIANTS),
+    ((128, 1024, 1024), "up", 4, 1, UP_VARIANTS[:5]),  # 2 quotients: 128 sums per thread
 ]
 
 
