@@ -65,9 +65,10 @@ from .padding import map_index
 #: Tuned on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3).
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_ELEMENTS = 1 << 14
-#: The working sets of all threads together stay below this fraction of the
-#: input's bytes (issue 5: peak extra memory <= 25% of the input; the rest of
-#: the margin is index maps, plans and the BLAS blocks' spare elements).
+#: The working sets of all threads together (every buffer, with the halo,
+#: the gaps between phases and the spare elements) stay below this fraction
+#: of the input's bytes (issue 5: peak extra memory <= 25% of the input; the
+#: rest of the margin is block plans and other Python objects, 30-80 KiB).
 MAX_EXTRA_FRACTION = 0.2
 #: Calls whose input and output together are at most this size run on the
 #: calling thread only. Two threads take the GIL back from each other after
@@ -257,6 +258,21 @@ def _mapped(r0, r1, step, base, length, mode):
     return idx
 
 
+def _as_slice(idx):
+    """``idx`` (a non-empty index array) as a slice when it steps evenly, else ``None``.
+
+    A step of zero gives a one-pixel slice, which a copy broadcasts.
+    """
+    first, n = int(idx[0]), len(idx)
+    step = int(idx[1]) - first if n > 1 else 1
+    if n > 2 and (idx[1:] - idx[:-1] != step).any():
+        return None
+    if step == 0:
+        return slice(first, first + 1)
+    stop = first + step * n
+    return slice(first, stop if stop >= 0 else None, step)
+
+
 def _src_slices(ranges, src_step, base):
     return tuple(
         slice(st * u0 + b, st * (u1 - 1) + b + 1, st)
@@ -420,6 +436,23 @@ def _gather(x, bsl, ranges, src_step, base, mode, buf):
     runs = [
         _segments(u0, u1, st, b, L) for (u0, u1), st, b, L in zip(ranges, src_step, base, lengths)
     ]
+    if mode == "zeros" and any(len(r) > 1 for r in runs):
+        # One copy of the in-bounds box and at most two zero slabs per axis,
+        # instead of one operation per combination of runs (up to 27 in 3-D,
+        # ~25 us a block: as much as the sums of a 2K-point block).
+        inside = [next((r for r in axis if r[2]), None) for axis in runs]
+        if None in inside:
+            buf[...] = 0
+            return
+        box = [slice(None)]
+        for (r0, r1, _), (u0, u1) in zip(inside, ranges):
+            before, after = buf[(*box, slice(0, r0 - u0))], buf[(*box, slice(r1 - u0, u1 - u0))]
+            before[...] = 0
+            after[...] = 0
+            box.append(slice(r0 - u0, r1 - u0))
+        src = x[(bsl,) + _src_slices([r[:2] for r in inside], src_step, base)]
+        np.copyto(buf[tuple(box)], src, casting="unsafe")
+        return
     for combo in itertools.product(*runs):
         target = buf[
             (slice(None),)
@@ -435,14 +468,20 @@ def _gather(x, bsl, ranges, src_step, base, mode, buf):
             # In-bounds axes by slicing; each border axis by its mode's index
             # map, taken from the few pixels it spans (so no copy is larger
             # than the border run, and no map is built for a long interior run).
+            # A map that is a progression (one reflection, a wrap, a repeated
+            # edge pixel: every border no wider than the image) is a slice,
+            # broadcast for a repeat, so the border is copied without a
+            # temporary (thin images: the border runs are as long as the block).
             index = list(_src_slices([r[:2] for r in combo], src_step, base))
             maps = {}
             for k in outside:
                 (r0, r1, _), st, b, L = combo[k], src_step[k], base[k], lengths[k]
                 idx = _mapped(r0, r1, st, b, L, mode)
-                lo = int(idx.min())
-                index[k] = slice(lo, int(idx.max()) + 1)
-                maps[k] = idx - lo
+                index[k] = _as_slice(idx)
+                if index[k] is None:
+                    lo = int(idx.min())
+                    index[k] = slice(lo, int(idx.max()) + 1)
+                    maps[k] = idx - lo
             part = x[(bsl, *index)]
             for k, idx in maps.items():
                 part = np.take(part, idx, axis=k + 1)
@@ -583,6 +622,64 @@ def _split_copies(raw_flat, raw_shape, half, st, phases):
     ]
 
 
+def _reach(groups, st):
+    """Per axis: the halo (source points a block spans beyond its own) and the
+    spread of the groups' first source indices (the raw slab's extra width).
+
+    ``groups`` is ``{base: (lowest offset, highest offset)}``.
+    """
+    n = len(st)
+    halo = [max((hi[a] - lo[a] for lo, hi in groups.values()), default=0) for a in range(n)]
+    first = [[s * q + b for q, s, b in zip(lo, st, base)] for base, (lo, _hi) in groups.items()]
+    spread = [
+        max((f[a] for f in first), default=0) - min((f[a] for f in first), default=0)
+        for a in range(n)
+    ]
+    return halo, spread
+
+
+def _phase_shape(spread, st, extent):
+    """Points per axis of each polyphase part of a block spanning ``extent`` source points."""
+    return [-(-(d + s * (e - 1) + 1) // s) for d, s, e in zip(spread, st, extent)]
+
+
+def _splits(groups, convert, st):
+    """Whether blocks are split into polyphase parts of one converted, padded slab."""
+    return len(groups) > 1 and (convert or any(s > 1 for s in st))
+
+
+def _uses_blas(prog, dtype):
+    """Whether a split block sums ``prog``'s taps by BLAS products (most weights distinct)."""
+    distinct = len({w for w, _b, _q in prog.taps})
+    return dtype.char in "fd" and BLAS_ROWS and 2 * distinct > len(prog.taps)
+
+
+def _blas_columns(blas):
+    """Columns of the widest BLAS product (two rows), or 0 without BLAS products.
+
+    With BLAS products the phases lie at least this far apart, so rows of
+    different phases always form a matrix BLAS takes (else NumPy would sum
+    them its own way, rounding differently), and the phase stack,
+    accumulator and product buffer have this many spare elements: the last
+    product of a window runs past its end (:func:`_batched_products`).
+    """
+    return _batch_columns(2) if blas else 0
+
+
+def _block_bytes(reach, st, n_groups, split, blas, itemsize, nb, block):
+    """Bytes of the buffers a :class:`_BlockPlan` of this block allocates (halo and spares too)."""
+    halo, spread = reach
+    extent = [n + h for n, h in zip(block, halo)]
+    if not split:
+        return (2 + n_groups) * nb * math.prod(extent) * itemsize
+    per_phase = nb * math.prod(_phase_shape(spread, st, extent))
+    spare = _blas_columns(blas)
+    stack = math.prod(st) * max(-(-per_phase // 64) * 64, spare) + spare
+    # The raw slab shares its buffer with the accumulator and product buffer.
+    raw = math.prod(st) * per_phase + 2
+    return (stack + max(raw, 2 * (per_phase + spare))) * itemsize
+
+
 class _BlockPlan:
     """The buffers and views one thread needs for blocks of one shape.
 
@@ -595,17 +692,16 @@ class _BlockPlan:
     def __init__(self, programs, groups, dtype, convert, scratch, nb, block, exts):
         # groups: {base: (lowest offset, highest offset)} over all programs.
         st = programs[0].src_step
-        nsp = len(st)
-        extent = [
-            n + max((hi[a] - lo[a] for lo, hi in groups.values()), default=0)
-            for a, n in enumerate(block)
-        ]
+        halo, spread = _reach(groups, st)
+        extent = [n + h for n, h in zip(block, halo)]
         # First source index of each group relative to s*m0 (the block start).
         first = {
             base: [s * q + b for q, s, b in zip(lo, st, base)]
             for base, (lo, _hi) in groups.items()
         }
-        self.split = len(groups) > 1 and (convert or any(s > 1 for s in st))
+        self.split = _splits(groups, convert, st)
+        # Spare elements and phase gaps only where BLAS products read them.
+        blas = self.split and any(_uses_blas(p, dtype) for p in programs)
         self.st = st
         self.zeroed = []
         self.views = []  # (role, buffer): the kept buffers this plan views
@@ -616,27 +712,21 @@ class _BlockPlan:
             # ``prod(s)`` phases, all of one shape (:func:`_split_copies`).
             # Each group is a phase starting ``o`` points in; every raw value
             # is copied once.
-            self.r0 = [min(f[a] for f in first.values()) for a in range(nsp)]
-            span = [
-                max(f[a] for f in first.values()) + s * (e - 1) + 1 - self.r0[a]
-                for a, (s, e) in enumerate(zip(st, extent))
-            ]
-            half = [-(-n // s) for n, s in zip(span, st)]
+            self.r0 = [min(f[a] for f in first.values()) for a in range(len(st))]
+            half = _phase_shape(spread, st, extent)
             layout = (nb, *half)
             raw_shape = (nb, *[h * s for h, s in zip(half, st)])
             # Two spare elements: the odd-phase pair view reads one past the end.
-            raw_flat = scratch.get("raw", (math.prod(raw_shape) + 2,), dtype)
-            self.raw = raw_flat[: math.prod(raw_shape)].reshape(raw_shape)
+            raw_size = math.prod(raw_shape) + 2
             self.raw_len = raw_shape[1:]
-            # The phases lie one after another, ``phase_size`` apart: a
-            # multiple of 64 and at least a BLAS product's columns, so rows of
-            # different phases always form a matrix BLAS takes (else NumPy
-            # would sum them its own way, rounding differently), plus spare
-            # elements at the end: BLAS products read whole blocks.
+            # The phases lie one after another, ``phase_size`` apart (a
+            # multiple of 64, and far enough apart for BLAS products), plus
+            # spare elements at the end (:func:`_blas_columns`).
             per_phase = math.prod(layout)
-            self.phase_size = max(-(-per_phase // 64) * 64, _batch_columns(2))
+            spare = _blas_columns(blas)
+            self.phase_size = max(-(-per_phase // 64) * 64, spare)
             count = math.prod(st) * self.phase_size
-            stack = scratch.get("phases", (count + BLAS_ELEMENTS,), dtype)
+            stack = scratch.get("phases", (count + spare,), dtype)
             slots = stack[:count].reshape((*st, self.phase_size))
             # Gaps and spare end: read, never used; zeroed for every call
             # (other plans share the buffer), :meth:`reset`.
@@ -644,7 +734,6 @@ class _BlockPlan:
             self.reset()
             self.stack = stack
             phases = slots[..., :per_phase].reshape((*st, *layout))
-            self.copies = _split_copies(raw_flat, raw_shape, half, st, phases)
             for base, (lo, _hi) in groups.items():
                 phase = tuple((f - a) % s for f, a, s in zip(first[base], self.r0, st))
                 shift = [(f - a) // s for f, a, s in zip(first[base], self.r0, st)]
@@ -655,6 +744,7 @@ class _BlockPlan:
                 )
         else:
             layout = (nb, *extent)
+            raw_size = 0
             self.gathers = []
             for i, (base, (lo, _hi)) in enumerate(groups.items()):
                 buf = scratch.get(("src", i), layout, dtype)
@@ -662,9 +752,15 @@ class _BlockPlan:
                 sources[base] = (buf.reshape(-1), lo, None)
         strides = [math.prod(layout[a + 1 :]) for a in range(len(layout))]
         size = strides[0] * nb
-        spare = BLAS_ELEMENTS if self.split else 0  # BLAS products write whole blocks
-        acc = scratch.get("acc", (size + spare,), dtype)
-        tmp = scratch.get("tmp", (size + spare,), dtype)
+        spare = _blas_columns(blas)  # BLAS products write whole blocks
+        # The accumulator and the product buffer share one buffer with the raw
+        # slab, which is split into the phases before either is written.
+        work = scratch.get("work", (max(raw_size, 2 * (size + spare)),), dtype)
+        acc, tmp = work[: size + spare], work[size + spare : 2 * (size + spare)]
+        if self.split:
+            raw_flat = work[:raw_size]
+            self.raw = raw_flat[: raw_size - 2].reshape(raw_shape)
+            self.copies = _split_copies(raw_flat, raw_shape, half, st, phases)
         self.steps = []
         for prog, ext in zip(programs, exts):
             if min(ext) <= 0:
@@ -681,8 +777,7 @@ class _BlockPlan:
                 rel = tuple(q - q0 for q, q0 in zip(offset, lo))
                 start = sum(v * k for v, k in zip(rel, strides[1:]))
                 windows.append((w, flat, phase, rel, start))
-            distinct = len({w for w, *_ in windows})
-            if self.split and dtype.char in "fd" and BLAS_ROWS and 2 * distinct > len(windows):
+            if self.split and _uses_blas(prog, dtype):
                 ops = _phase_rows(windows, self.stack, self.phase_size, n, acc, tmp)
                 self.steps.append((prog, ext, _sum_rows, (ops,), grid))
                 continue
@@ -759,6 +854,51 @@ def _run_block(x, out, programs, groups, mode, dtype, scratch, outer, brange, mr
             kept.busy = False
 
 
+class _ProgramKey:
+    """Hashable stand-in for what :func:`programs_for` reads of a spec (``lru_cache`` key)."""
+
+    __slots__ = ("key", "spec")
+
+    def __init__(self, spec):
+        w = spec.weights
+        self.spec = spec
+        lengths = tuple(spec.output_shape[a] for a in spec.axes)
+        self.key = (spec.op, w.tobytes(), w.shape, w.dtype.str, spec.stride)
+        self.key += (spec.dilation, spec.pad_lo, lengths)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _ProgramKey) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared(program_key, perm, dtype):
+    """The programs of a call (spatial axes in memory order, weights as ``dtype``),
+    the offsets each phase group's taps span over all of them, and what a block
+    plan depends on: their layout and weights' bytes.
+
+    Kept for repeated calls: building them costs ~0.3 ms, as much as
+    computing a small block.
+    """
+    dtype = np.dtype(dtype)
+    programs = [p.permuted(perm).with_dtype(dtype) for p in programs_for(program_key.spec)]
+    union = {}
+    for p in programs:
+        for base, (lo, hi, _n) in p.groups().items():
+            old = union.get(base, (lo, hi))
+            union[base] = (
+                tuple(min(a, b) for a, b in zip(old[0], lo)),
+                tuple(max(a, b) for a, b in zip(old[1], hi)),
+            )
+    weights = np.array([w for p in programs for w, _b, _q in p.taps], dtype=dtype)
+    layout = tuple(
+        (p.phase, p.step, p.length, p.src_step, tuple(t[1:] for t in p.taps)) for p in programs
+    )
+    return tuple(programs), union, layout, weights.tobytes()
+
+
 def _count(grid, extents):
     return int(np.prod([-(-g // e) for g, e in zip(grid, extents)]))
 
@@ -784,61 +924,53 @@ def run(spec, x, dtype):
     out = out.transpose(np.argsort(order))
     if out.size == 0:
         return out
-    programs = [p.permuted(perm) for p in programs_for(spec)]
+    programs, union, layout, weights = _prepared(_ProgramKey(spec), tuple(perm), dtype.str)
     xc, oc = _canonical(x, axes), _canonical(out, axes)
     n = len(spec.axes)
     outer_shape = oc.shape[: oc.ndim - n - 1]
     grid = (oc.shape[-n - 1],) + tuple(max(p.length[i] for p in programs) for i in range(n))
-    # Offsets each phase group's taps span, over all programs.
-    union = {}
-    for p in programs:
-        for base, (lo, hi, _n) in p.groups().items():
-            old = union.get(base, (lo, hi))
-            union[base] = (
-                tuple(min(a, b) for a, b in zip(old[0], lo)),
-                tuple(max(a, b) for a, b in zip(old[1], hi)),
-            )
     n_groups = len(union)
-    # Working-set elements per sub-grid point: the accumulator and the product
-    # buffer (shared by the programs), one source element per phase group,
-    # and the raw slab when the groups are split off one.
+    # Working-set elements per sub-grid point (the block size for the cache
+    # budget; the cap below counts the real buffers): the accumulator and the
+    # product buffer (shared by the programs), one source element per phase
+    # group, and the raw slab when the groups are split off one.
     per_point = 2 + n_groups
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
     threads = workers() if x.nbytes + out.nbytes > PARALLEL_MIN_BYTES else 1
-    cap = max(int(x.nbytes * MAX_EXTRA_FRACTION / threads), 1 << 18)
-    if n_groups > 1:
-        # Less the spare elements of the phase stack, accumulator and
-        # product buffer (whole BLAS blocks, :func:`_batched_products`).
-        cap -= 3 * BLAS_ELEMENTS * dtype.itemsize
-    budget = min(BLOCK_BYTES, cap)
-    elements = max(budget // (dtype.itemsize * per_point), MIN_BLOCK_ELEMENTS)
-    extents = _block_extents(grid, elements)
-    # Thin blocks (a short axis, a long row) carry a halo as large as the
-    # block itself; where that makes the real working set far larger than the
-    # cap, shrink them (outer axes first: long rows keep NumPy's inner loops
-    # long), but not below MIN_BLOCK_ELEMENTS points, where calls cost more
-    # than data.
-    halo = [max((hi[a] - lo[a] for lo, hi in union.values()), default=0) for a in range(n)]
     st = programs[0].src_step
+    split = _splits(union, x.dtype != dtype, st)
+    blas = split and any(_uses_blas(p, dtype) for p in programs)
+    cap = x.nbytes * MAX_EXTRA_FRACTION / threads
+    budget = min(BLOCK_BYTES, cap)
+    elements = max(int(budget // (dtype.itemsize * per_point)), MIN_BLOCK_ELEMENTS)
+    extents = _block_extents(grid, elements)
 
-    def working_bytes(ext):
-        nb, span = ext[0], [e + q for e, q in zip(ext[1:], halo)]
-        count = (2 + n_groups) * nb * math.prod(span)
-        if n_groups > 1:  # the raw slab
-            count += nb * math.prod(s * (v + 1) for s, v in zip(st, span))
-        return count * dtype.itemsize
+    reach = _reach(union, st)
 
-    if working_bytes(extents) > 1.5 * cap:
-        for axis in range(len(extents)):
-            while (
-                extents[axis] > 1
-                and working_bytes(extents) > cap
-                and math.prod(extents) > MIN_BLOCK_ELEMENTS
-            ):
-                shrunk = extents[axis] * cap // working_bytes(extents)
-                floor = -(-MIN_BLOCK_ELEMENTS // (math.prod(extents) // extents[axis]))
-                extents[axis] = max(1, shrunk, min(floor, extents[axis] - 1))
+    def fits(ext):
+        size = _block_bytes(reach, st, n_groups, split, blas, dtype.itemsize, ext[0], ext[1:])
+        return size <= cap
+
+    # The budget leaves out the halo, the gaps between phases and the spare
+    # elements. Where they take the real working set over the cap (thin
+    # blocks, whose halo is as large as the block; 3-D up), blocks get
+    # smaller: the largest that fits, to within 10% (bisection on a log
+    # scale), but not below MIN_BLOCK_ELEMENTS. Smaller blocks cost more in
+    # calls than they save in memory (100-150 us of Python and NumPy calls
+    # per block: a 1 MiB 3-D down took 2.7-4.2x as long with 1K-point
+    # blocks), so inputs under a few MiB keep a fixed working set above the
+    # cap (benchmarks/memory_sweep.py).
+    if not fits(extents) and elements > MIN_BLOCK_ELEMENTS:
+        lo, hi = MIN_BLOCK_ELEMENTS, elements
+        extents = _block_extents(grid, lo)
+        while hi > 1.1 * lo:
+            mid = int((lo * hi) ** 0.5)
+            ext = _block_extents(grid, mid)
+            if fits(ext):
+                lo, extents = mid, ext
+            else:
+                hi = mid
     n_outer = int(np.prod(outer_shape, dtype=np.int64))
     if threads > 1:
         # Enough blocks to keep every thread busy to the end.
@@ -859,15 +991,10 @@ def run(spec, x, dtype):
         )
     ]
 
-    programs = [p.with_dtype(dtype) for p in programs]
     # What a block plan depends on besides its block: the programs (weights
     # by their bytes, so -0.0 and NaN weights match only themselves), the
     # dtypes and the tap-summing settings.
-    weights = np.array([w for p in programs for w, _b, _q in p.taps], dtype=dtype)
-    layout = tuple(
-        (p.phase, p.step, p.length, p.src_step, tuple(t[1:] for t in p.taps)) for p in programs
-    )
-    call_key = (layout, weights.tobytes(), dtype.str, x.dtype.str, BLAS_ROWS, BLAS_ELEMENTS)
+    call_key = (layout, weights, dtype.str, x.dtype.str, BLAS_ROWS, BLAS_ELEMENTS)
     scratch = _Scratch(call_key)
 
     def work(task):
