@@ -52,6 +52,7 @@ def blocking(request, monkeypatch):
         monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
         monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
         monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 0)
         # BLAS products of 64 columns: several per window, the last one filled up.
         monkeypatch.setattr(_engine_numpy, "BLAS_ELEMENTS", 128)
     return request.param
@@ -404,6 +405,7 @@ def test_results_do_not_depend_on_block_layout(monkeypatch):
         monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", block_bytes)
         monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", min_block)
         monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 0)
         monkeypatch.setattr(_engine_numpy, "workers", lambda threads=threads: threads)
         np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
 
@@ -531,6 +533,7 @@ def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch):
     monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
     monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
     monkeypatch.setattr(_engine_numpy, "workers", lambda: 2)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 0)
     want = run_spec_reference(spec, x, np.float32)
     monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", size)
     np.testing.assert_allclose(run_spec(spec, x, np.float32), want, rtol=1e-6)
@@ -541,10 +544,35 @@ def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch):
     assert threading.get_ident() not in ran_on  # every block on a pool thread
 
 
+def test_up_calls_of_small_inputs_run_on_one_thread(monkeypatch):
+    """Threads need room in the memory cap: an up call of a small input with
+    a large output stays on the calling thread; a larger input gets two."""
+    ran_on = []
+    real = _engine_numpy._run_block
+
+    def recording(*args):
+        ran_on.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(_engine_numpy, "_run_block", recording)
+    monkeypatch.setattr(_engine_numpy, "workers", lambda: 2)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
+    small = np.ones((8, 96, 96), np.float32)  # 288 KiB: 58 KiB of cap
+    spec = resolve_spec("up", small.shape, kernel="bilinear", stride=2)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 64 << 10)
+    run_spec(spec, small, np.float32)
+    assert set(ran_on) == {threading.get_ident()}
+    ran_on.clear()
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 16 << 10)  # room for 2
+    run_spec(spec, small, np.float32)
+    assert threading.get_ident() not in ran_on
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_thread_pool_works_in_a_forked_child(monkeypatch):
     """A child forked after the pool started must not wait on the parent's threads."""
     monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_CAP_BYTES", 0)
     monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 256)
     spec = resolve_spec("down", (40, 40), kernel="gaussian", size=3, stride=2)
     x = np.arange(1600, dtype=np.float32).reshape(40, 40)
@@ -592,13 +620,16 @@ def test_hypothesis_matches_reference(case):
     except ValueError:
         return
     x = (rng.normal(size=shape) * 20).astype(in_dtype)
-    old = _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES
-    if tiny:
-        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES = 32, 0
+    names = ("BLOCK_BYTES", "PARALLEL_MIN_BYTES", "PARALLEL_MIN_CAP_BYTES")
+    old = [getattr(_engine_numpy, name) for name in names]
+    if tiny:  # tiny blocks on the thread pool
+        for name, value in zip(names, (32, 0, 0)):
+            setattr(_engine_numpy, name, value)
     try:
         assert_matches_reference(spec, x, dtype)
     finally:
-        _engine_numpy.BLOCK_BYTES, _engine_numpy.PARALLEL_MIN_BYTES = old
+        for name, value in zip(names, old):
+            setattr(_engine_numpy, name, value)
 
 
 @pytest.mark.parametrize("op", ["down", "up"])

@@ -22,7 +22,9 @@ a group buffer (the flat layout of :func:`_run_block`), so NumPy runs long
 SIMD inner loops on cache-resident data. Blocks of large calls run on a
 thread pool (NumPy releases the GIL); calls up to :data:`PARALLEL_MIN_BYTES`
 run on the calling thread, where they are faster. Working memory is a few
-blocks per thread, never a whole-image copy; each thread keeps its buffers
+blocks per thread, never a whole-image copy: all threads' blocks together
+fit :data:`MAX_EXTRA_FRACTION` of the input (from inputs of a few MiB up),
+each thread with at least :data:`PARALLEL_MIN_CAP_BYTES`; each thread keeps its buffers
 and block plans for the next call (:data:`KEEP_BUFFERS_S`).
 
 How taps are summed, and exactness. Taps that share a weight (every
@@ -80,6 +82,13 @@ MAX_EXTRA_FRACTION = 0.2
 #: 11.0 / 8.2 ms, 24x1024^2 u16 gaussian 37 / 31 ms, 4096^2 f32 1.37x. (3-D
 #: random kernels on uint16 gain only from ~60 MiB.)
 PARALLEL_MIN_BYTES = 40 << 20
+#: Each thread's share of the memory cap (MAX_EXTRA_FRACTION of the input)
+#: is at least this: an up call of a small input has a large output but
+#: little room for blocks, and smaller blocks on more threads were slower
+#: (3-D 21x288x347 uint16 up, 64 MiB out: 129 ms on two threads with 0.4 MiB
+#: each, 89 ms on one with 0.8 MiB; from 8 MiB inputs two threads win:
+#: 73-128 ms against 81-151).
+PARALLEL_MIN_CAP_BYTES = 512 << 10
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -938,6 +947,10 @@ def run(spec, x, dtype):
     if n_groups > 1:
         per_point += math.prod(programs[0].src_step)
     threads = workers() if x.nbytes + out.nbytes > PARALLEL_MIN_BYTES else 1
+    if threads > 1 and PARALLEL_MIN_CAP_BYTES:
+        # No more threads than the memory cap has room for (up calls of small inputs).
+        room = int(x.nbytes * MAX_EXTRA_FRACTION // PARALLEL_MIN_CAP_BYTES)
+        threads = max(1, min(threads, room))
     st = programs[0].src_step
     split = _splits(union, x.dtype != dtype, st)
     blas = split and any(_uses_blas(p, dtype) for p in programs)
