@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 status=0
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -m pytest -q -m gpu -p no:cacheprovider tests/test_engine_cupy.py tests/test_core_gpu.py \
     || status=1
 python benchmarks/gpu_kernel_variants.py || status=1
