@@ -260,7 +260,13 @@ def test_kernel_source_on_cpu_vector_loads_and_outer_blocks(cpu_dir):
                 if options.get("vector_loads"):
                     assert launch.variant.load_width == (2 if in_dtype is np.float64 else 4)
                 blocked = options.get("outer_block", 0) if len(spec.axes) > 1 else 0
-                assert launch.variant.outer_block == blocked
+                # lowered only where the accumulators would pass the register cap
+                assert launch.variant.outer_block <= blocked
+                if launch.variant.outer_block < blocked:
+                    regs = _engine_cupy._block_acc_registers(
+                        spec, blocked, launch.variant.per_thread, np.dtype(dtype)
+                    )
+                    assert regs > _engine_cupy.MAX_BLOCK_ACC_REGISTERS
                 got = _run_on_cpu(cpu_dir, spec, xi, dtype, **options)
                 assert np.array_equal(got, plain), (spec, in_dtype, options)
 
@@ -279,6 +285,18 @@ def test_vector_loads_only_where_every_segment_is_aligned():
     assert _engine_cupy._load_width(4, z.astype(bool)) == 1  # no vector type
     out = np.empty(spec.output_shape, np.float32)
     assert _cpu_launch(spec, z, out)[2].variant.load_width == 1  # off by default
+
+
+def test_outer_block_lowered_to_fit_the_register_cap():
+    # 3-D up, stride 2, 4 periods per thread: a block of B quotients holds
+    # (2B)^2 * 8 accumulators (B=2: 128 floats, 256 registers in float64)
+    spec = resolve_spec("up", (4, 6, 8), kernel=np.ones((4, 4, 4)), stride=2, padding=1)
+    x = np.zeros(spec.input_shape, np.float32)
+    for dtype, want in ((np.float32, 2), (np.float64, 1)):
+        out = np.empty(spec.output_shape, dtype)
+        assert _cpu_launch(spec, x, out, outer_block=2)[2].variant.outer_block == want
+    out = np.empty(spec.output_shape, np.float32)
+    assert _cpu_launch(spec, x, out, outer_block=3)[2].variant.outer_block == 2
 
 
 def test_kernel_source_on_cpu_views_and_leading_axes(cpu_dir):

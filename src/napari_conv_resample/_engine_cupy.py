@@ -60,6 +60,10 @@ _CTYPES = {
 INT32_LIMIT = 2**31 - 2**28 - 1
 #: Kernels with at most this many taps are unrolled completely.
 UNROLL_TAPS = 128
+#: Most 32-bit registers the accumulators of an ``outer_block`` thread may take
+#: (a thread has at most 255; past that they spill to local memory):
+#: launch_config lowers the block until they fit, or drops it.
+MAX_BLOCK_ACC_REGISTERS = 128
 #: Outputs of the last axis per thread: down, consecutive outputs; up,
 #: periods of ``stride`` outputs (one per phase, so a warp never diverges).
 #: Measured on an H200 (``benchmarks/gpu_kernel_variants.py``, README): down 1 -> 2 took 8192^2
@@ -253,6 +257,15 @@ def _quotient_range(spec, a, n_out):
     return first, (n_out - 1 + p) // s - first + 1
 
 
+def _block_acc_registers(spec, block, per_thread, dtype):
+    """32-bit registers of the accumulators of one ``outer_block`` thread."""
+    members = 1
+    for a in range(len(spec.axes) - 1):
+        members *= block * (spec.stride[a] if spec.op == "up" else 1)
+    v_count = _last_axis_plan(spec, per_thread)[0]
+    return members * v_count * max(1, np.dtype(dtype).itemsize // 4)
+
+
 def launch_config(
     spec,
     x_c,
@@ -273,6 +286,10 @@ def launch_config(
     nsp = len(spec.axes)
     if nsp == 1 or int(np.prod(spec.size)) > UNROLL_TAPS:
         outer_block = 0
+    while outer_block and _block_acc_registers(spec, outer_block, per_thread, out_c.dtype) > (
+        MAX_BLOCK_ACC_REGISTERS
+    ):
+        outer_block -= 1
     spans = [out_c.size]
     for arr in (x_c, out_c):
         spans.append(sum(abs(s // arr.itemsize) * (n - 1) for s, n in zip(arr.strides, arr.shape)))
