@@ -124,14 +124,17 @@ def main():
         spec = resolve_spec(op, shape, kernel=w, stride=2, **kw)
         plain = dict(per_thread=1, vector_stores=False, outer_fast=False)
         y = _engine_cupy.run(spec, x, np.float32, **plain)
-        cells = []
+        cells, times = [], []
         for var in variants:
             z = _engine_cupy.run(spec, x, np.float32, **var)
             assert bool(cp.array_equal(z, y)), (op, shape, var)
             launch, _out = _engine_cupy.prepared_launch(spec, x, np.float32, **var)
             t = gpu_ms(cp, launch)
             cells.append(f"{tag(var)} {t:.3f} ms {(x.nbytes + y.nbytes) / t / 1e6:.0f} GB/s")
+            times.append(t)
+        best = variants[times.index(min(times))]
         print(f"{op} {'x'.join(map(str, shape))} d{d}: " + " | ".join(cells), flush=True)
+        print(f"  fastest: {tag(best)}, {times[0] / min(times):.2f}x the default", flush=True)
         x = y = z = None
         cp.get_default_memory_pool().free_all_blocks()
 
