@@ -655,3 +655,47 @@ def test_shared_weights_are_summed_first_and_match_reference(op, n, blocking):
             for dtype in (np.float32, np.float64):
                 x = rng.normal(size=shape) * 30
                 assert_matches_reference(spec, x.astype(dtype), dtype)
+
+
+def test_block_budget_follows_the_last_level_cache(tmp_path, monkeypatch):
+    """Blocks are sized to the largest cache the threads share (sysfs)."""
+    for index, (size, cpus) in enumerate([("32K", "0"), ("512K", "0"), ("8192K", "0-1")]):
+        entry = tmp_path / f"index{index}"
+        entry.mkdir()
+        (entry / "size").write_text(size + "\n")
+        (entry / "shared_cpu_list").write_text(cpus + "\n")
+    assert _engine_numpy.last_level_cache(str(tmp_path)) == (8 << 20, 2)
+    assert _engine_numpy.last_level_cache(str(tmp_path / "missing")) is None
+    assert _engine_numpy._cpu_count("0-7,64-71") == 16
+
+    mib = 1 << 20
+    monkeypatch.setattr(_engine_numpy, "last_level_cache", lambda: (8 * mib, 2))
+    assert _engine_numpy.block_budget(2) == 2 * mib  # half the cache, shared by two
+    assert _engine_numpy.block_budget(1) == _engine_numpy.BLOCK_BYTES == 4 * mib
+    monkeypatch.setattr(_engine_numpy, "last_level_cache", lambda: (32 * mib, 64))
+    assert _engine_numpy.block_budget(64) == _engine_numpy.MIN_CACHE_BLOCK_BYTES
+    monkeypatch.setattr(_engine_numpy, "last_level_cache", lambda: None)
+    assert _engine_numpy.block_budget(2) == _engine_numpy.BLOCK_BYTES
+
+
+def test_blocks_sized_for_a_small_cache_give_the_same_numbers(monkeypatch):
+    rng = np.random.default_rng(8)
+    x = rng.random((600, 700), dtype=np.float32)
+    spec = resolve_spec("down", x.shape, kernel=rng.random((3, 3)), stride=2, dilation=2)
+    want = run_spec(spec, x, np.float32)
+    blocks = []
+    real = _engine_numpy._run_block
+
+    def counting(*args):
+        blocks.append(args[-2])
+        return real(*args)
+
+    monkeypatch.setattr(_engine_numpy, "_run_block", counting)
+    monkeypatch.setattr(_engine_numpy, "MIN_CACHE_BLOCK_BYTES", 1 << 16)
+    counts = []
+    for cache in (64 << 20, 256 << 10):
+        blocks.clear()
+        monkeypatch.setattr(_engine_numpy, "last_level_cache", lambda cache=cache: (cache, 1))
+        np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
+        counts.append(len(blocks))
+    assert counts[1] > counts[0]  # the small cache made more, smaller blocks
