@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from run_benchmarks import gpu_median_ms  # noqa: E402  (this script's folder)
+from run_benchmarks import cupy_with_device, gpu_median_ms  # noqa: E402  (this script's folder)
 
 from napari_conv_resample import _engine_cupy  # noqa: E402
 from napari_conv_resample.geometry import resolve_spec  # noqa: E402
@@ -94,11 +94,8 @@ CASES = [
 
 def main():
     try:
-        import cupy as cp
-
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no CUDA device")
-    except Exception as exc:
+        cp = cupy_with_device()
+    except Exception as exc:  # driver, device or CuPy missing
         print(f"GPU kernel variants skipped: {exc}")
         return
 

@@ -368,14 +368,20 @@ def _bytes_needed(spec, x, y):
     return x.nbytes * frac + y.nbytes
 
 
+def cupy_with_device():
+    """The ``cupy`` module where it is installed and sees a CUDA device; else raises why not."""
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < 1:
+        raise RuntimeError("no CUDA device")
+    return cupy
+
+
 def bench_gpu(repeat, quick):
     """The fused CuPy kernel against cupyx.scipy.ndimage and PyTorch CUDA (float32)."""
     try:
-        import cupy as cp
+        cp = cupy_with_device()
         import cupyx.scipy.ndimage as cndi
-
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no CUDA device")
     except Exception as exc:
         print(f"\nGPU cases skipped: {exc}")
         return

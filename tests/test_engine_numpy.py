@@ -516,20 +516,26 @@ def test_block_plans_are_kept_for_repeated_calls_and_dropped_with_their_buffers(
     assert not _engine_numpy._kept
 
 
-def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch):
+@pytest.fixture
+def ran_on(monkeypatch):
+    """The thread each block of the engine's calls ran on, in order."""
+    threads = []
+    real = _engine_numpy._run_block
+
+    def recording(*args):
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(_engine_numpy, "_run_block", recording)
+    return threads
+
+
+def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch, ran_on):
     """Small calls run on the calling thread (GIL hand-overs would cost more
     than a second thread gains); larger ones spread their blocks over the pool."""
     x = np.random.default_rng(14).random((96, 80), dtype=np.float32)
     spec = resolve_spec("down", x.shape, kernel="gaussian", size=3, stride=2, padding=1)
     size = x.nbytes + int(np.prod(spec.output_shape)) * 4
-    ran_on = []
-    real = _engine_numpy._run_block
-
-    def recording(*args):
-        ran_on.append(threading.get_ident())
-        return real(*args)
-
-    monkeypatch.setattr(_engine_numpy, "_run_block", recording)
     monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 64)
     monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 16)
     monkeypatch.setattr(_engine_numpy, "workers", lambda: 2)
@@ -544,17 +550,9 @@ def test_only_calls_above_the_parallel_size_use_the_thread_pool(monkeypatch):
     assert threading.get_ident() not in ran_on  # every block on a pool thread
 
 
-def test_up_calls_of_small_inputs_run_on_one_thread(monkeypatch):
+def test_up_calls_of_small_inputs_run_on_one_thread(monkeypatch, ran_on):
     """Threads need room in the memory cap: an up call of a small input with
     a large output stays on the calling thread; a larger input gets two."""
-    ran_on = []
-    real = _engine_numpy._run_block
-
-    def recording(*args):
-        ran_on.append(threading.get_ident())
-        return real(*args)
-
-    monkeypatch.setattr(_engine_numpy, "_run_block", recording)
     monkeypatch.setattr(_engine_numpy, "workers", lambda: 2)
     monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
     small = np.ones((8, 96, 96), np.float32)  # 288 KiB: 58 KiB of cap
@@ -678,24 +676,16 @@ def test_block_budget_follows_the_last_level_cache(tmp_path, monkeypatch):
     assert _engine_numpy.block_budget(2) == _engine_numpy.BLOCK_BYTES
 
 
-def test_blocks_sized_for_a_small_cache_give_the_same_numbers(monkeypatch):
+def test_blocks_sized_for_a_small_cache_give_the_same_numbers(monkeypatch, ran_on):
     rng = np.random.default_rng(8)
     x = rng.random((600, 700), dtype=np.float32)
     spec = resolve_spec("down", x.shape, kernel=rng.random((3, 3)), stride=2, dilation=2)
     want = run_spec(spec, x, np.float32)
-    blocks = []
-    real = _engine_numpy._run_block
-
-    def counting(*args):
-        blocks.append(args[-2])
-        return real(*args)
-
-    monkeypatch.setattr(_engine_numpy, "_run_block", counting)
     monkeypatch.setattr(_engine_numpy, "MIN_CACHE_BLOCK_BYTES", 1 << 16)
     counts = []
     for cache in (64 << 20, 256 << 10):
-        blocks.clear()
+        ran_on.clear()
         monkeypatch.setattr(_engine_numpy, "last_level_cache", lambda cache=cache: (cache, 1))
         np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
-        counts.append(len(blocks))
+        counts.append(len(ran_on))
     assert counts[1] > counts[0]  # the small cache made more, smaller blocks
