@@ -279,7 +279,8 @@ def launch_config(
     """The :class:`Launch` of ``spec`` for the views ``x_c`` / ``out_c`` (spatial axes last).
 
     ``outer_block`` (see :func:`_outer_block`) applies where there are outer
-    spatial axes and the taps are unrolled; elsewhere it is ignored.
+    spatial axes and the taps are unrolled (elsewhere it is ignored), lowered
+    until a thread's accumulators fit :data:`MAX_BLOCK_ACC_REGISTERS`.
     """
     if per_thread is None:
         per_thread = PER_THREAD[spec.op]
