@@ -126,6 +126,18 @@ __device__ __forceinline__ idx_t border(idx_t p, idx_t n, int mode) {{
 """
 
 
+def _input_row(name, at, a, mode):
+    """``(statements, inside)``: input index ``name`` of position ``at`` on spatial axis ``a``.
+
+    A border mode maps the position into the image (``inside`` is ``None``);
+    zero padding keeps it and ``inside`` is the C condition that it lies in
+    the image (a tap outside adds nothing).
+    """
+    if mode != 0:
+        return [f"const idx_t {name} = border({at}, xn{a}, {mode});"], None
+    return [f"const idx_t {name} = {at};"], f"{name} >= 0 && {name} < xn{a}"
+
+
 def _outer_axis_loop(spec, a, ndim, nsp, mode, unroll):
     """Opening lines of the tap loop of outer spatial axis ``a`` (setting ``off{a}``)."""
     k, s, d = spec.size[a], spec.stride[a], spec.dilation[a]
@@ -136,19 +148,13 @@ def _outer_axis_loop(spec, a, ndim, nsp, mode, unroll):
         f"for (int t{a} = 0; t{a} < {k}; ++t{a}) {{",
     ]
     if spec.op == "down":
-        if mode == 0:
-            lines += [
-                f"    const idx_t s{a} = b{a} + {d} * t{a};",
-                f"    if (s{a} < 0 || s{a} >= xn{a}) continue;",
-            ]
-        else:
-            lines.append(f"    const idx_t s{a} = border(b{a} + {d} * t{a}, xn{a}, {mode});")
+        row, inside = _input_row(f"s{a}", f"b{a} + {d} * t{a}", a, mode)
     else:
-        lines += [
-            f"    if (r{a} != ({d} * t{a}) % {s}) continue;",
-            f"    const idx_t s{a} = q{a} - ({d} * t{a}) / {s};",
-            f"    if (s{a} < 0 || s{a} >= xn{a}) continue;",
-        ]
+        lines.append(f"    if (r{a} != ({d} * t{a}) % {s}) continue;")
+        row, inside = _input_row(f"s{a}", f"q{a} - ({d} * t{a}) / {s}", a, 0)
+    lines += ["    " + line for line in row]
+    if inside:
+        lines.append(f"    if (!({inside})) continue;")
     lines.append(f"    const idx_t off{a} = {prev} + s{a} * xs{c};")
     return lines
 
@@ -451,17 +457,15 @@ def _outer_block_code(spec, ndim, mode, variant, in_name, out_name):
             lines.append(f"const idx_t q{a} = {block} * c{c} + ({p[a] // s[a]});")
         for n, key in enumerate(uses):
             at = f"b{a} + ({key})" if spec.op == "down" else f"q{a} - ({key})"
-            if spec.op == "down" and mode != 0:
-                lines.append(f"const idx_t i{a}_{n} = border({at}, xn{a}, {mode});")
-            else:
-                lines.append(f"const idx_t i{a}_{n} = {at};")
-                lines.append(f"const bool in{a}_{n} = i{a}_{n} >= 0 && i{a}_{n} < xn{a};")
+            row, inside = _input_row(f"i{a}_{n}", at, a, mode)
+            lines += row
+            if inside:
+                lines.append(f"const bool in{a}_{n} = {inside};")
     members = list(itertools.product(*[range(len(plan[0])) for plan in plans]))
     for m in range(len(members)):
         lines += [f"out_t acc{m}_{v} = 0;" for v in range(v_count)]
-    checked = spec.op == "up" or mode == 0
     for keys in itertools.product(*[range(len(plan[1])) for plan in plans]):
-        if checked:
+        if mode == 0:  # zero padding (and every up kernel): rows outside add nothing
             lines.append("if (" + " && ".join(f"in{a}_{keys[a]}" for a in outer) + ") {")
         else:
             lines.append("{")

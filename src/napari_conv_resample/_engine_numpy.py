@@ -735,6 +735,12 @@ def _blas_columns(blas):
     return _batch_columns(2) if blas else 0
 
 
+def _phase_stride(per_phase, spare):
+    """Elements from one phase's start to the next in the phase stack: a
+    multiple of 64, and at least a BLAS product's columns where they are used."""
+    return max(-(-per_phase // 64) * 64, spare)
+
+
 def _block_bytes(reach, st, n_groups, split, blas, itemsize, nb, block):
     """Bytes of the buffers a :class:`_BlockPlan` of this block allocates (halo and spares too)."""
     halo, spread = reach
@@ -743,7 +749,7 @@ def _block_bytes(reach, st, n_groups, split, blas, itemsize, nb, block):
         return (2 + n_groups) * nb * math.prod(extent) * itemsize
     per_phase = nb * math.prod(_phase_shape(spread, st, extent))
     spare = _blas_columns(blas)
-    stack = math.prod(st) * max(-(-per_phase // 64) * 64, spare) + spare
+    stack = math.prod(st) * _phase_stride(per_phase, spare) + spare
     # The raw slab shares its buffer with the accumulator and product buffer.
     raw = math.prod(st) * per_phase + 2
     return (stack + max(raw, 2 * (per_phase + spare))) * itemsize
@@ -793,7 +799,7 @@ class _BlockPlan:
             # spare elements at the end (:func:`_blas_columns`).
             per_phase = math.prod(layout)
             spare = _blas_columns(blas)
-            self.phase_size = max(-(-per_phase // 64) * 64, spare)
+            self.phase_size = _phase_stride(per_phase, spare)
             count = math.prod(st) * self.phase_size
             stack = scratch.get("phases", (count + spare,), dtype)
             slots = stack[:count].reshape((*st, self.phase_size))
