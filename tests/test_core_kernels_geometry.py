@@ -206,3 +206,22 @@ def test_zero_inserted_view_puts_each_input_pixel_at_its_world_position(k, s, d,
     for i, value in enumerate(y):
         (v,) = np.flatnonzero(view == value)
         assert zt[0] + zs[0] * v == pytest.approx(translate_in[0] + scale_in[0] * i)
+
+
+def test_place_output_turns_the_grid_shift_with_rotation_and_shear():
+    """World = translate + linear @ (scale * index): an output pixel lands on its
+    place in the input grid whatever the input's rotation and shear."""
+    spec = resolve_spec("down", (40, 48), kernel="box", size=3, stride=2, dilation=4, padding=0)
+    angle = np.deg2rad(30)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    linear = rot @ np.array([[1.0, 0.5], [0.0, 1.0]])  # rotate @ shear
+    scale, translate = (0.4, 0.3), (5.0, -2.0)
+    s_out, t_out = place_output(spec, scale, translate, linear=linear)
+    assert s_out == place_output(spec, scale, translate)[0] == (0.8, 0.6)
+    for o in [(0, 0), (3, 5), (15, 19)]:
+        index = np.asarray(spec.center_offset) + 2 * np.asarray(o)  # its place in the input
+        want = np.asarray(translate) + linear @ (np.asarray(scale) * index)
+        got = np.asarray(t_out) + linear @ (np.asarray(s_out) * np.asarray(o))
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    with pytest.raises(ValueError, match=r"linear must be a \(2, 2\) matrix"):
+        place_output(spec, scale, translate, linear=np.eye(3))

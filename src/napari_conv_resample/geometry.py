@@ -355,12 +355,16 @@ class OutputGeometry:
     spec: ResampleSpec
 
 
-def place_output(spec, scale=None, translate=None):
+def place_output(spec, scale=None, translate=None, linear=None):
     """World ``scale`` and ``translate`` of ``spec``'s output from its input's.
 
     ``scale`` and ``translate`` have one entry per axis of the full image
     (default 1 and 0); non-spatial axes keep theirs. Units are whatever the
-    input's are (e.g. µm).
+    input's are (e.g. µm). ``linear`` is the input's rotation and shear as
+    one ``(ndim, ndim)`` matrix (napari maps data to world as
+    ``translate + rotate @ shear @ (scale * index)``; default identity): the
+    output keeps them, and the shift of its grid within the input's is
+    turned by them.
     """
     ndim = len(spec.input_shape)
     scale = (1.0,) * ndim if scale is None else tuple(float(v) for v in scale)
@@ -369,24 +373,38 @@ def place_output(spec, scale=None, translate=None):
         raise ValueError(f"scale={scale!r} must have one entry per image axis ({ndim})")
     if len(translate) != ndim:
         raise ValueError(f"translate={translate!r} must have one entry per image axis ({ndim})")
-    new_scale, new_translate = list(scale), list(translate)
+    if linear is not None:
+        linear = np.asarray(linear, dtype=np.float64)
+        if linear.shape != (ndim, ndim):
+            raise ValueError(
+                f"linear must be a ({ndim}, {ndim}) matrix (rotate @ shear), "
+                f"got shape {linear.shape}"
+            )
+    new_scale = list(scale)
+    # The output grid's first pixel, in the input's scaled data coordinates.
+    shift = np.zeros(ndim)
     for a, s, c in zip(spec.axes, spec.stride, spec.center_offset):
         if spec.op == "down":
             new_scale[a] = scale[a] * s
-            new_translate[a] = translate[a] + scale[a] * c
+            shift[a] = scale[a] * c
         else:
             new_scale[a] = scale[a] / s
-            new_translate[a] = translate[a] - scale[a] * c / s
-    return tuple(new_scale), tuple(new_translate)
+            shift[a] = -scale[a] * c / s
+    if linear is not None:
+        shift = linear @ shift
+    new_translate = tuple(float(t + d) for t, d in zip(translate, shift))
+    return tuple(new_scale), new_translate
 
 
-def output_geometry(op, input_shape, *, scale=None, translate=None, **params):
+def output_geometry(op, input_shape, *, scale=None, translate=None, linear=None, **params):
     """Output shape, ``scale`` and ``translate`` of a down or up resampling.
 
     Takes the keywords of the operators (``op='down'`` or ``'up'``, missing
     ones at the operators' defaults) plus the input's world ``scale`` and
     ``translate`` (one entry per image axis, in the input's physical units,
-    e.g. µm). This is the one function that says where results sit.
+    e.g. µm) and, for a rotated or sheared input, its ``linear`` matrix
+    (:func:`place_output`). This is the one function that says where
+    results sit.
 
     Returns
     -------
@@ -400,7 +418,7 @@ def output_geometry(op, input_shape, *, scale=None, translate=None, **params):
     ((32, 32), (2.0, 2.0), (0.5, 0.5))
     """
     spec = resolve_spec(op, input_shape, **params)
-    new_scale, new_translate = place_output(spec, scale, translate)
+    new_scale, new_translate = place_output(spec, scale, translate, linear)
     return OutputGeometry(spec.output_shape, new_scale, new_translate, spec)
 
 

@@ -131,6 +131,23 @@ def full_scale_translate(layer):
     return scale, translate
 
 
+def rotate_shear(layer, ndim=None):
+    """The layer's ``rotate @ shear`` as one matrix over its ``ndim`` array axes.
+
+    napari maps data to world as ``translate + rotate @ shear @ (scale * index)``
+    (then the layer's ``affine``); an RGB layer's colour axis gets identity.
+    """
+    from napari.utils.transforms import CompositeAffine
+
+    n = len(layer.scale)
+    linear = CompositeAffine(
+        scale=np.ones(n), translate=np.zeros(n), rotate=layer.rotate, shear=layer.shear, ndim=n
+    ).linear_matrix
+    full = np.eye(n if ndim is None else ndim)
+    full[:n, :n] = linear
+    return full
+
+
 def _world_kwargs(layer):
     """Transforms, units and labels carried over from the input (DESIGN §3)."""
     out = {
@@ -250,7 +267,15 @@ def plan_resample(layer, op, n_spatial=None, **params):
     data = layer_data(layer)
     axes = spatial_axes(layer, n_spatial)
     scale, translate = full_scale_translate(layer)
-    geom = output_geometry(op, data.shape, scale=scale, translate=translate, axes=axes, **params)
+    geom = output_geometry(
+        op,
+        data.shape,
+        scale=scale,
+        translate=translate,
+        linear=rotate_shear(layer, len(data.shape)),
+        axes=axes,
+        **params,
+    )
     loop_axes = tuple(a for a in range(len(data.shape)) if a not in axes)
     loop_shape = tuple(int(data.shape[a]) for a in loop_axes)
 
@@ -346,17 +371,18 @@ def resample_layer(layer, op, n_spatial=None, *, backend="auto", preserve_dtype=
 # chains of stages on a spatial grid (the inspector)
 
 
-def chain_geometry(pipeline, spatial_shape, scale, translate):
+def chain_geometry(pipeline, spatial_shape, scale, translate, linear=None):
     """Per stage ``(input_shape, output_shape, scale_out, translate_out, spec)``.
 
     All shapes are spatial only; placement is chained with
-    :func:`~napari_conv_resample.geometry.place_output`.
+    :func:`~napari_conv_resample.geometry.place_output` (``linear``: the
+    input's rotate @ shear over the spatial axes, kept by every stage).
     """
     rows = []
     shape = tuple(int(n) for n in spatial_shape)
     scale, translate = tuple(scale), tuple(translate)
     for spec in pipeline.specs(shape):
-        s_out, t_out = place_output(spec, scale, translate)
+        s_out, t_out = place_output(spec, scale, translate, linear)
         rows.append((shape, spec.output_shape, s_out, t_out, spec))
         shape, scale, translate = spec.output_shape, s_out, t_out
     return rows
@@ -386,6 +412,7 @@ __all__ = [
     "plan_resample",
     "resample_layer",
     "result_name",
+    "rotate_shear",
     "spatial_axes",
     "world_to_index",
 ]
