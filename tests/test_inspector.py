@@ -284,3 +284,55 @@ def test_large_image_picks_run_in_a_worker(make_napari_viewer, qtbot):
     qtbot.waitUntil(shown, timeout=60_000)
     qtbot.waitUntil(lambda: ins._busy is None, timeout=60_000)
     assert [lyr.name for lyr in viewer.layers].count("inspector: sampled pixels") == 1
+
+
+def test_rotated_input_switching_inputs_and_a_bad_index(make_napari_viewer):
+    """Overlays of a rotated input sit with it; a later plain 2-D input (after a
+    3-D one) gets plain, 2-D overlays; a bad pixel index is a message."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(3)
+    rotated = viewer.add_image(
+        rng.random((30, 34)).astype(np.float32), scale=(0.5, 0.4), translate=(2, -1), rotate=30
+    )
+    vol = viewer.add_image(rng.random((8, 20, 22)).astype(np.float32), scale=(2, 0.5, 0.5))
+    plain = viewer.add_image(rng.random((24, 26)).astype(np.float32))
+    ins = SamplingInspector(viewer)
+    viewer.window.add_dock_widget(ins)
+
+    ins.image.value = rotated
+    ins.set_pipeline([Stage("down", **DOWN), Stage("down", **DOWN)])
+    target = ins.update((2, 3))
+    # The picked marker lies where the library's own result puts that pixel.
+    result = DownsampleWidget(viewer)
+    result.image.value = rotated
+    for key, value in DOWN.items():
+        getattr(result, key).value = str(value)
+    once = result.run(blocking=True)
+    result.image.value = once
+    twice = result.run(blocking=True)
+    picked = ins.layers["picked"]
+    np.testing.assert_allclose(
+        picked.data_to_world(picked.data[0]), twice.data_to_world(target), atol=1e-9
+    )
+    assert ins.world_to_out_index(twice.data_to_world(target)) == target
+
+    ins.image.value = vol
+    ins.set_pipeline([Stage("down", kernel="box", size=3, stride=2)])
+    ins.update(None)
+    assert ins.layers["picked"].ndim == 3
+    ins.image.value = plain
+    n_errors = len(notification_manager.records)
+    ins._show_clicked()
+    errors = [
+        r
+        for r in notification_manager.records[n_errors:]
+        if r.severity == NotificationSeverity.ERROR
+    ]
+    assert not errors
+    assert ins.layers["picked"].ndim == 2
+    # the rotated input's transform is not kept by the reused overlays
+    np.testing.assert_allclose(ins.layers["receptive_field"].rotate, np.eye(2), atol=1e-12)
+
+    ins.out_index.value = "abc"
+    ins._show_clicked()  # no exception: an error notification
+    assert notification_manager.records[-1].severity == NotificationSeverity.ERROR

@@ -41,6 +41,7 @@ from ._layers import (
     layer_data,
     layer_recipe,
     layer_source,
+    rotate_shear,
     spatial_axes,
     world_to_index,
 )
@@ -286,18 +287,21 @@ class SamplingInspector(W.Container):
             show_error(f"{self.title}: no result layer with a recipe in the viewer")
             return
         if self._guard(self.load_from_layer, self.recipe_layer.value) is not None:
-            self._guard(self.update, None)
+            # In a worker for large images, as picks are: the UI stays live.
+            self._guard(lambda: self.update(None, blocking=False))
 
     def _add_clicked(self):
         stage = self._guard(self.stage_from_editor)
         if stage is not None:
             stages = (self.pipeline.stages if self.pipeline else []) + [stage]
             self.set_pipeline(stages)
-            self._guard(self.update, None)
+            self._guard(lambda: self.update(None, blocking=False))
 
     def _show_clicked(self):
         text = self.out_index.value.strip()
-        index = None if not text else parse_value(text, "out_index")
+        index = None if not text else self._guard(parse_value, text, "out_index")
+        if text and index is None:
+            return  # not a pixel index: the error is shown
         self._guard(lambda: self.update(index, blocking=False))
 
     # ---- geometry of the chain on the input layer
@@ -362,7 +366,11 @@ class SamplingInspector(W.Container):
         pending one). Returns the index.
         """
         layer, axes, shape, scale, translate = self._grid()
-        rows = chain_geometry(self.pipeline, shape, scale, translate)
+        # Every stage keeps the input's rotation and shear (place_output).
+        linear = None
+        if layer.ndim == len(axes):
+            linear = rotate_shear(layer)[np.ix_(axes, axes)]
+        rows = chain_geometry(self.pipeline, shape, scale, translate, linear)
         out_shape = rows[-1][1]
         if out_index is None:
             out_index = self.out_index_value
@@ -544,10 +552,10 @@ class SamplingInspector(W.Container):
         keys = set()
         for key, data, kind, kwargs in overlays:
             kwargs = dict(kwargs)
-            if kwargs.pop("input_grid", False):
-                kwargs.update(extra)
-            elif "units" in extra:
-                kwargs["units"] = extra["units"]
+            kwargs.pop("input_grid", None)
+            # Every stage's grid is placed with the input's rotate/shear
+            # (chain_geometry), so every overlay takes its transforms.
+            kwargs.update(extra)
             self._show(key, data, kind, **kwargs)
             keys.add(key)
         for key in ("overlap", "zero_inserted"):
@@ -661,7 +669,9 @@ class SamplingInspector(W.Container):
     def _show(self, key, data, kind, **kwargs):
         """Create the overlay ``key`` or update it in place."""
         lyr = self.layers.get(key)
-        if lyr is not None and (lyr not in self._viewer.layers or lyr.data.ndim != np.ndim(data)):
+        # Points data is (n, ndim): the layer's dimensions are its columns.
+        dims = np.shape(data)[-1] if kind == "points" else np.ndim(data)
+        if lyr is not None and (lyr not in self._viewer.layers or lyr.ndim != dims):
             self._remove(key)
             lyr = None
         if lyr is None:
@@ -669,7 +679,11 @@ class SamplingInspector(W.Container):
             lyr = add(data, name=LAYER_NAMES[key], **kwargs)
             self.layers[key] = lyr
             return lyr
-        for k in ("rotate", "shear", "affine", "visible", "symbol", "size"):
+        # A reused layer takes the new input's transforms (identity if none).
+        lyr.rotate = kwargs.pop("rotate", np.eye(dims))
+        lyr.shear = kwargs.pop("shear", np.eye(dims))
+        lyr.affine = kwargs.pop("affine", np.eye(dims + 1))
+        for k in ("visible", "symbol", "size"):
             kwargs.pop(k, None)
         if "units" in kwargs:
             lyr.units = kwargs.pop("units")
