@@ -298,6 +298,10 @@ def test_run_recipe_and_inspect(tiffs, tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "(5, 40, 50) -> (3, 20, 25)" in stdout and "(4, 1, 1)" in stdout
+    missing = tmp_path / "missing.tif"
+    code, _, stderr = run_cli(["inspect", "--op", "down", "--input", missing], capsys)
+    assert code == 2 and f"{missing}: no such file or folder" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_rerun_skips_and_overwrite_redoes(tiffs, tmp_path, capsys):

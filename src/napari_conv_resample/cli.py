@@ -327,11 +327,15 @@ def cmd_inspect(args, out):
     report = {"stages": [s.to_dict() for s in pipe.stages], "summary": to_jsonable(rows)}
     files = []
     if args.input:
-        from .batch.discover import discover
+        from .batch.discover import InputError, discover
         from .batch.runner import Options, describe
 
         opts = Options(pipe, Path("."), axes=_axes(args.axes))
-        for found in discover(args.input):
+        try:
+            inputs = discover(args.input)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+        for found in inputs:
             try:
                 info = describe(found, opts)
                 files.append({"input": str(found.path), **_public(info)})
