@@ -272,3 +272,68 @@ def test_workers_option_runs_a_local_cluster(tmp_path, capsys, monkeypatch):
     assert report["done"] == 1 and report["files"][0]["chunks"]
     want = Pipeline([Stage("down")])(tifffile.imread(d / "f0.tif"))
     np.testing.assert_array_equal(tifffile.imread(out / "f0.tif"), want)
+
+
+def _ome_planes(path):
+    """Every OME ``Plane`` element's attributes, in file order."""
+    import xml.etree.ElementTree as ET
+
+    with tifffile.TiffFile(path) as tif:
+        root = ET.fromstring(tif.ome_metadata)
+    return [dict(p.attrib) for p in root.iter() if p.tag.endswith("}Plane")]
+
+
+def test_ome_stage_positions_in_their_own_unit_and_per_plane(tmp_path, capsys):
+    """A stage position in µm with a pixel size in nm is read in nm; written
+    planes carry their own slice's Z position."""
+    from napari_conv_resample.batch.io_tiff import TiffSource
+
+    rng = np.random.default_rng(1)
+    data = (rng.random((3, 32, 40)) * 1000).astype(np.uint16)
+    src = tmp_path / "in" / "nm.ome.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(
+        src,
+        data,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 65.0,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 65.0,
+            "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeZ": 0.5,
+            "PhysicalSizeZUnit": "µm",
+            "Plane": {
+                "PositionX": [1500.0] * 3,
+                "PositionXUnit": ["µm"] * 3,
+                "PositionY": [2.0] * 3,
+                "PositionYUnit": ["mm"] * 3,
+                "PositionZ": [3.0, 3.5, 4.0],
+                "PositionZUnit": ["µm"] * 3,
+            },
+        },
+    )
+    with TiffSource(src) as s:
+        assert s.meta.axes == "ZYX"
+        np.testing.assert_allclose(s.meta.translate, (3.0, 2e6, 1.5e6))
+        assert s.meta.units == (UM, "nanometer", "nanometer")
+
+    out = tmp_path / "out"
+    code, _, err = run_cli(["down", src, "-o", out, "--stride", "1,2,2"], capsys)
+    assert code == 0, err
+    geom = output_geometry(
+        "down", data.shape, scale=(0.5, 65.0, 65.0), translate=(3.0, 2e6, 1.5e6), stride=(1, 2, 2)
+    )
+    planes = _ome_planes(out / "nm.ome.tif")
+    assert len(planes) == geom.shape[0]
+    for k, plane in enumerate(planes):
+        assert plane["PositionXUnit"] == "nm" and plane["PositionZUnit"] == "µm"
+        np.testing.assert_allclose(float(plane["PositionX"]), geom.translate[2])
+        np.testing.assert_allclose(float(plane["PositionY"]), geom.translate[1])
+        np.testing.assert_allclose(
+            float(plane["PositionZ"]), geom.translate[0] + k * geom.scale[0]
+        )
+    with TiffSource(out / "nm.ome.tif") as s:
+        np.testing.assert_allclose(s.meta.translate, geom.translate)
+        np.testing.assert_allclose(s.meta.scale, geom.scale)

@@ -4,7 +4,8 @@ Reading keeps the file open and exposes the first image series both as a
 whole array and as a lazily sliced zarr view (only the pages/tiles a region
 needs are read). Physical metadata comes from ImageJ's ``unit``/``spacing``/
 ``finterval``/``x|y|zorigin`` and X/YResolution tags, from OME-XML
-``PhysicalSize*``/``TimeIncrement`` and the first ``Plane``'s ``Position*``,
+``PhysicalSize*``/``TimeIncrement`` and the first ``Plane``'s ``Position*``
+(converted from their own unit to the pixel size's; written per plane),
 or from the JSON description tifffile writes for plain TIFFs (which this tool
 fills with ``scale``/``translate``/``units``). Writing puts the updated
 metadata back in the same places.
@@ -20,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 import tifffile
 
-from .metadata import ImageMeta, normalize_unit, unit_symbol
+from .metadata import LENGTH_METERS, ImageMeta, convert_length, normalize_unit, unit_symbol
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 #: Files above this many bytes are written as BigTIFF.
@@ -28,7 +29,6 @@ BIGTIFF_BYTES = 2**31
 _IMAGEJ_ORDER = "TZCYXS"
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 _OME_LETTERS = set("TCZYXS")
-_LENGTH_TO_CM = {"micrometer": 1e-4, "nanometer": 1e-7, "millimeter": 0.1, "centimeter": 1.0}
 
 
 def is_tiff(path):
@@ -194,11 +194,20 @@ def _read_ome(xml, put):
     plane = pixels.find(f"{ns}Plane")
     for letter in "XYZ":
         size = pixels.get(f"PhysicalSize{letter}")
-        unit = pixels.get(f"PhysicalSize{letter}Unit", "µm")
+        unit = pixels.get(f"PhysicalSize{letter}Unit", "µm") if size else None
         origin = None
         if plane is not None and plane.get(f"Position{letter}") is not None:
             origin = float(plane.get(f"Position{letter}"))
-        put(letter, None if size is None else float(size), unit if size else None, origin)
+            # A stage position has its own unit (e.g. µm with a pixel size
+            # in nm): the translate is in the pixel size's unit.
+            pos_unit = plane.get(f"Position{letter}Unit")
+            if pos_unit is not None:
+                if unit is None:
+                    unit = pos_unit
+                else:
+                    converted = convert_length(origin, pos_unit, unit)
+                    origin = origin if converted is None else converted
+        put(letter, None if size is None else float(size), unit, origin)
     dt = pixels.get("TimeIncrement")
     if dt is not None:
         put("T", float(dt), pixels.get("TimeIncrementUnit", "s"))
@@ -264,7 +273,9 @@ def write_kwargs(meta, shape, dtype):
         kw["metadata"] = md
     elif flavor == "ome":
         md = {"axes": axes}
-        n_planes = int(np.prod([n for a, n in zip(axes, shape) if a not in "YXS"], dtype=np.int64))
+        plane_axes = [a for a in axes if a not in "YXS"]
+        plane_shape = [n for a, n in zip(axes, shape) if a not in "YXS"]
+        n_planes = int(np.prod(plane_shape, dtype=np.int64))
         planes = {}
         for letter in "XYZ":
             i = meta.index(letter)
@@ -274,7 +285,13 @@ def write_kwargs(meta, shape, dtype):
             unit = meta.units[i]
             if unit:
                 md[f"PhysicalSize{letter}Unit"] = unit_symbol(unit)
-            planes[f"Position{letter}"] = [meta.translate[i]] * n_planes
+            position = np.full(n_planes, meta.translate[i])
+            if letter in plane_axes:
+                # Planes are stored in C order of the non-YXS axes: each
+                # plane's position is that of its own slice.
+                k = np.unravel_index(np.arange(n_planes), plane_shape)[plane_axes.index(letter)]
+                position = meta.translate[i] + meta.scale[i] * k
+            planes[f"Position{letter}"] = [float(v) for v in position]
             if unit:
                 planes[f"Position{letter}Unit"] = [unit_symbol(unit)] * n_planes
         it = meta.index("T")
@@ -294,8 +311,8 @@ def write_kwargs(meta, shape, dtype):
             "units": list(meta.units),
         }
         unit = _length_unit(meta, "X")
-        if unit in _LENGTH_TO_CM and ix is not None and iy is not None:
-            f = _LENGTH_TO_CM[unit]
+        if unit in LENGTH_METERS and ix is not None and iy is not None:
+            f = LENGTH_METERS[unit] * 100.0  # the TIFF tags count per centimetre
             kw["resolution"] = (1.0 / (meta.scale[ix] * f), 1.0 / (meta.scale[iy] * f))
             kw["resolutionunit"] = "CENTIMETER"
     return flavor, kw

@@ -64,6 +64,27 @@ _SYMBOLS = {
 }
 
 
+#: Metres per length unit (OME-NGFF names).
+LENGTH_METERS = {
+    "meter": 1.0,
+    "centimeter": 1e-2,
+    "millimeter": 1e-3,
+    "micrometer": 1e-6,
+    "nanometer": 1e-9,
+    "angstrom": 1e-10,
+    "picometer": 1e-12,
+}
+
+
+def convert_length(value, unit, to_unit):
+    """``value`` in ``unit`` expressed in ``to_unit`` (any spellings); ``None``
+    if either is not a known length unit."""
+    a, b = LENGTH_METERS.get(normalize_unit(unit)), LENGTH_METERS.get(normalize_unit(to_unit))
+    if a is None or b is None:
+        return None
+    return value * a / b
+
+
 def normalize_unit(unit):
     """An NGFF unit name for ``unit`` (``'um'`` -> ``'micrometer'``); ``None`` if none."""
     if unit is None:
