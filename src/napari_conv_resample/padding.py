@@ -60,18 +60,28 @@ def pad_axes(x, axes, pads, mode, xp=np):
 
 
 def fold_padding(xpad, axes, pads, mode):
-    """Adjoint of :func:`pad_axes` (NumPy): sum padded values onto their sources."""
+    """Adjoint of :func:`pad_axes` (NumPy): sum padded values onto their sources.
+
+    The interior maps onto itself (one slice); only the ``lo + hi`` border
+    positions are added one by one, in the order a scatter-add would take
+    them (``np.add.at`` over the whole axis took 1.3 s on a 2048^2 image).
+    """
     out = xpad
     for a, (lo, hi) in zip(axes, pads):
         if not (lo or hi):
             continue
         length = out.shape[a] - lo - hi
         idx = source_index(length, lo, hi, mode)
-        keep = idx >= 0
-        shape = list(out.shape)
-        shape[a] = length
+        src = np.moveaxis(out, a, 0)
+        shape = list(src.shape)
+        shape[0] = length
         folded = np.zeros(shape, dtype=out.dtype)
-        moved = np.moveaxis(out, a, 0)[keep]
-        np.add.at(np.moveaxis(folded, a, 0), idx[keep], moved)
-        out = folded
+        for j in range(lo):
+            if idx[j] >= 0:
+                folded[idx[j]] += src[j]
+        folded += src[lo : lo + length]
+        for j in range(lo + length, lo + length + hi):
+            if idx[j] >= 0:
+                folded[idx[j]] += src[j]
+        out = np.moveaxis(folded, 0, a)
     return out

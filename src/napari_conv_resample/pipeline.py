@@ -19,7 +19,7 @@ import numpy as np
 from ._validation import check_image
 from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
-from .masks import adjoint, one_hot, ones_kernel
+from .masks import adjoint, bounding_box, one_hot, ones_kernel
 from .operators import cast_result, dilated_downsample, transpose_upsample
 
 RECIPE_VERSION = 1
@@ -257,9 +257,8 @@ class Pipeline:
         for i, row in enumerate(closed):
             centre = tuple(n // 2 for n in specs[i].output_shape)
             rf = self.receptive_field(input_shape, centre, upto=i + 1)
-            nz = np.nonzero(rf)
-            box = tuple(slice(ix.min(), ix.max() + 1) for ix in nz)
-            row["holes"] = int(np.count_nonzero(rf[box] == 0))
+            box = bounding_box(rf)
+            row["holes"] = 0 if box is None else int(np.count_nonzero(rf[box] == 0))
             row["input_shape"] = tuple(input_shape)
             row["output_shape"] = specs[i].output_shape
         return closed
