@@ -33,6 +33,8 @@ IMG = np.zeros((16, 16), dtype=np.float32)
             ["kernel", "2 dimensions"],
         ),
         ({"kernel": np.ones((3, 3), complex)}, TypeError, ["kernel"]),
+        ({"kernel": np.array([[1.0, np.nan], [1, 1]])}, ValueError, ["kernel", "finite", "nan"]),
+        ({"kernel": np.array([[1.0, 1], [np.inf, 1]])}, ValueError, ["kernel", "inf", "(1, 0)"]),
         ({"backend": "opencl"}, ValueError, ["backend", "opencl"]),
         (
             {"padding": 20, "mode": "reflect"},

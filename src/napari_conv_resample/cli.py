@@ -498,6 +498,16 @@ def _run_batch(found, options, args, out, err, process, summarize):
         for r in results:
             if r.status == "failed":
                 print(f"failed: {r.input}: {r.reason}", file=out)
+        skipped = [r for r in results if r.status == "skipped"]
+        if skipped:
+            # A resumed batch skips its finished files; a re-run with other
+            # settings must not pass off the old results as new ones.
+            print(
+                f"skipped {len(skipped)} file(s) whose output already exists "
+                f"(e.g. {skipped[0].output}): kept as an earlier run wrote it, "
+                "whatever its settings; --overwrite redoes them with these",
+                file=out,
+            )
         print(
             f"{report['done']} done, {report['skipped']} skipped, {report['failed']} failed "
             f"in {report['seconds']:.1f} s -> {options.output_dir}",

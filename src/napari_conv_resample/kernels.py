@@ -182,4 +182,9 @@ def resolve_kernel(kernel, size, stride, dilation, direction, n_axes):
         raise ValueError(
             f"kernel has {w.ndim} dimensions (shape {w.shape}) but there are {n_axes} spatial axes"
         )
-    return w.astype(np.float64)
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all():
+        # A NaN or infinite weight would turn every output it touches into NaN.
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
+        raise ValueError(f"kernel weights must be finite, got {w[bad]} at index {bad}")
+    return w
