@@ -225,3 +225,15 @@ def test_place_output_turns_the_grid_shift_with_rotation_and_shear():
         np.testing.assert_allclose(got, want, atol=1e-12)
     with pytest.raises(ValueError, match=r"linear must be a \(2, 2\) matrix"):
         place_output(spec, scale, translate, linear=np.eye(3))
+
+
+def test_one_lo_hi_pair_pads_every_axis():
+    """``padding=((lo, hi),)`` (the command line's ``--padding lo:hi``) is used for
+    every axis, as a single int is."""
+    x = np.random.default_rng(4).random((12, 15, 14))
+    one = resolve_spec("down", x.shape, kernel="box", size=2, stride=2, padding=((1, 0),))
+    every = resolve_spec("down", x.shape, kernel="box", size=2, stride=2, padding=((1, 0),) * 3)
+    assert one.pad_lo == every.pad_lo == (1, 1, 1)
+    assert one.output_shape == every.output_shape
+    with pytest.raises(ValueError, match="has 2 entries but there are 3 spatial axes"):
+        resolve_spec("down", x.shape, kernel="box", size=2, padding=((1, 0), (0, 1)))

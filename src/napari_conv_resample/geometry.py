@@ -99,7 +99,9 @@ def _is_int(v):
 def parse_padding(padding, n):
     """Normalise an explicit padding to ``n`` ``(lo, hi)`` pairs of ints >= 0.
 
-    Accepts an int, one int per axis, or one ``(lo, hi)`` pair per axis.
+    Accepts an int, one int per axis, or one ``(lo, hi)`` pair per axis; a
+    single pair in a sequence (``((lo, hi),)``, the command line's ``lo:hi``)
+    is used for every axis, as a single int is.
     """
     if _is_int(padding):
         pairs = [(int(padding), int(padding))] * n
@@ -111,6 +113,8 @@ def parse_padding(padding, n):
                 f"padding must be an int, 'same', 'valid', one int per axis or one "
                 f"(lo, hi) pair per axis, got {padding!r}"
             ) from None
+        if len(items) == 1 and n > 1 and not _is_int(items[0]):
+            items = items * n
         if len(items) != n:
             raise ValueError(
                 f"padding={padding!r} has {len(items)} entries but there are {n} spatial axes"
