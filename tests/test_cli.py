@@ -301,6 +301,10 @@ def test_run_recipe_and_inspect(tiffs, tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "(5, 40, 50) -> (3, 20, 25)" in stdout and "(4, 1, 1)" in stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stages": [{"op": "down"}, {"op": "down", "stride": -1}]}')
+    code, _, stderr = run_cli(["run", bad, d / "ij.tif", "-o", tmp_path / "o"], capsys)
+    assert code == 2 and f"recipe {bad}: stage 2 (down): stride" in stderr and "-1" in stderr
     missing = tmp_path / "missing.tif"
     code, _, stderr = run_cli(["inspect", "--op", "down", "--input", missing], capsys)
     assert code == 2 and f"{missing}: no such file or folder" in stderr

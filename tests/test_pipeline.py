@@ -196,6 +196,13 @@ def test_bad_recipes_and_stages():
         Pipeline.from_json("/nonexistent/recipe.json")
     with pytest.raises(ValueError, match="at least one"):
         Pipeline([])
+    # Errors name the stage: which one, and its op.
+    with pytest.raises(ValueError, match="'stages' must be a list of stage objects"):
+        Pipeline.from_json('{"stages": "down"}')
+    with pytest.raises(ValueError, match=r"stage 2 \(sideways\): .*op"):
+        Pipeline.from_json('{"stages": [{"op": "down"}, {"op": "sideways"}]}')
+    with pytest.raises(TypeError, match=r"stage 1 \(down\): .*output_padding"):
+        Pipeline.from_json('[{"op": "down", "output_padding": 1}]')
 
 
 def test_summary_of_a_3d_chain_without_a_shape():

@@ -296,8 +296,11 @@ def _pipeline(args):
             pipe = Pipeline.from_json(args.recipe)
         except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"recipe {args.recipe}: {exc}") from None
-        for stage in pipe.stages:
-            check_stage(stage)
+        for i, stage in enumerate(pipe.stages, 1):
+            try:
+                check_stage(stage)
+            except UsageError as exc:
+                raise UsageError(f"recipe {args.recipe}: stage {i} ({stage.op}): {exc}") from None
         return pipe
     op = args.op if args.command == "inspect" else args.command
     if op == "down" and args.command == "inspect":

@@ -346,7 +346,7 @@ class Pipeline:
     def from_json(cls, text_or_path):
         """Read a recipe from JSON text or a ``.json`` file path."""
         text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith(("{", "[")):
             path = Path(text)
             if not path.is_file():
                 raise FileNotFoundError(f"recipe file not found: {path}")
@@ -362,4 +362,16 @@ class Pipeline:
         version = data.get("version", RECIPE_VERSION)
         if version > RECIPE_VERSION:
             raise ValueError(f"recipe version {version} is newer than this library reads")
-        return cls([Stage.from_dict(s) for s in data["stages"]])
+        stages = data["stages"]
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ValueError(
+                "recipe 'stages' must be a list of stage objects such as "
+                f'{{"op": "down", "stride": 2}}, got {stages!r}'
+            )
+        out = []
+        for i, stage in enumerate(stages, 1):
+            try:
+                out.append(Stage.from_dict(stage))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"stage {i} ({stage.get('op', '?')}): {exc}") from None
+        return cls(out)
