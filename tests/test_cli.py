@@ -301,6 +301,12 @@ def test_run_recipe_and_inspect(tiffs, tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "(5, 40, 50) -> (3, 20, 25)" in stdout and "(4, 1, 1)" in stdout
+    kernel = tmp_path / "k3.npy"
+    np.save(kernel, np.ones((3, 3, 3)) / 27)
+    code, stdout, stderr = run_cli(
+        ["inspect", "--op", "down", "--kernel", kernel, "--padding", "1:0"], capsys
+    )
+    assert code == 0 and "3x3x3" in stdout, stderr  # one pair pads the kernel's 3 axes
     bad = tmp_path / "bad.json"
     bad.write_text('{"stages": [{"op": "down"}, {"op": "down", "stride": -1}]}')
     code, _, stderr = run_cli(["run", bad, d / "ij.tif", "-o", tmp_path / "o"], capsys)

@@ -157,15 +157,15 @@ def stage_params(args, op):
 
 
 def _probe_ndim(params):
-    n = None
+    """Spatial axes a stage implies: an array kernel's, else a per-axis value's
+    (one padding pair is for every axis), else 2."""
+    kernel = params.get("kernel")
+    if isinstance(kernel, np.ndarray):
+        return kernel.ndim
     for key, v in params.items():
-        if key == "kernel" and isinstance(v, np.ndarray):
-            n = v.ndim
-        elif isinstance(v, tuple) and key != "padding":
-            n = len(v)
-        elif key == "padding" and isinstance(v, tuple):
-            n = len(v)
-    return n or 2
+        if isinstance(v, tuple) and not (key == "padding" and len(v) == 1):
+            return len(v)
+    return 2
 
 
 def check_stage(stage):
