@@ -301,6 +301,10 @@ def test_run_recipe_and_inspect(tiffs, tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "(5, 40, 50) -> (3, 20, 25)" in stdout and "(4, 1, 1)" in stdout
+    # The table is computed on that file's spatial shape: 3-D here.
+    table = Pipeline([Stage("down", stride=2)]).format_summary((5, 40, 50))
+    assert stdout.startswith(table) and "3x3x3" in table
+    assert "on cells.ome.tif's spatial shape (5, 40, 50)" in stdout
     kernel = tmp_path / "k3.npy"
     np.save(kernel, np.ones((3, 3, 3)) / 27)
     code, stdout, stderr = run_cli(

@@ -317,18 +317,18 @@ def _pipeline(args):
     return Pipeline([stage])
 
 
+#: ``inspect --input`` computes its table on the first file's spatial shape
+#: when it has at most this many pixels (the table's receptive-field masks
+#: have the image's size).
+INSPECT_MAX_PIXELS = 1 << 22
+
+
 def cmd_inspect(args, out):
     pipe = _pipeline(args)
     shape = _ints(args.shape, "shape") if args.shape else None
     if isinstance(shape, int):
         shape = (shape,) * 2
-    try:
-        rows = pipe.summary(shape)
-        text = pipe.format_summary(shape)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    report = {"stages": [s.to_dict() for s in pipe.stages], "summary": to_jsonable(rows)}
-    files = []
+    files, note = [], ""
     if args.input:
         from .batch.discover import InputError, discover
         from .batch.runner import Options, describe
@@ -341,10 +341,33 @@ def cmd_inspect(args, out):
         for found in inputs:
             try:
                 info = describe(found, opts)
-                files.append({"input": str(found.path), **_public(info)})
             except Exception as exc:
                 files.append({"input": str(found.path), "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            files.append({"input": str(found.path), **_public(info)})
+            if shape is None and not note:
+                # The table on the first file's spatial shape ('same' padding
+                # and so the start offsets depend on it), if its masks are small.
+                spatial = tuple(info["shape_in"][a] for a in info["_axes"])
+                if int(np.prod(spatial)) <= INSPECT_MAX_PIXELS:
+                    shape = spatial
+                    note = f"(on {found.path.name}'s spatial shape {spatial})"
+                else:
+                    note = (
+                        f"(on a probe shape: {found.path.name}'s {spatial} is too large for "
+                        "the masks; with 'same' padding its start offsets may differ by a pixel)"
+                    )
+    try:
+        rows = pipe.summary(shape)
+        text = pipe.format_summary(shape)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    report = {"stages": [s.to_dict() for s in pipe.stages], "summary": to_jsonable(rows)}
+    if args.input:
         report["files"] = files
+    if note:
+        text = f"{text}\n{note}"
+        report["summary_note"] = note
     if args.json:
         print(json.dumps(report, indent=2), file=out)
         return 0
