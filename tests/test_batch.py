@@ -337,3 +337,50 @@ def test_ome_stage_positions_in_their_own_unit_and_per_plane(tmp_path, capsys):
     with TiffSource(out / "nm.ome.tif") as s:
         np.testing.assert_allclose(s.meta.translate, geom.translate)
         np.testing.assert_allclose(s.meta.scale, geom.scale)
+
+
+@pytest.mark.parametrize("flavor", ["imagej", "ome", "plain"])
+def test_an_axis_reduced_to_one_slice_is_kept(tmp_path, capsys, flavor):
+    """ImageJ and OME readers drop length-1 axes; the tool records its axes and
+    puts them back, with their scale and origin (a z-stack reduced to one slice
+    stays ZYX, a TZYX one stays TZYX)."""
+    from napari_conv_resample.batch.io_tiff import TiffSource, write_tiff
+    from napari_conv_resample.batch.napari_reader import _lazy
+
+    rng = np.random.default_rng(2)
+    data = (rng.random((2, 5, 32, 30)) * 1000).astype(np.uint16)
+    meta = ImageMeta(
+        "TZYX", (1.0, 2.0, 0.5, 0.5), (0.0, 7.0, 1.0, -2.0), (None, UM, UM, UM), flavor
+    )
+    src = tmp_path / "in" / ("s.ome.tif" if flavor == "ome" else "s.tif")
+    src.parent.mkdir()
+    write_tiff(src, data, meta)
+    out = tmp_path / "out"
+    argv = ["down", src, "-o", out, "--size", "1,3,3", "--stride", "8,2,2", "--axes", "ZYX"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    geom = output_geometry(
+        "down",
+        data.shape,
+        scale=meta.scale,
+        translate=meta.translate,
+        axes=(1, 2, 3),
+        size=(1, 3, 3),
+        stride=(8, 2, 2),
+    )
+    assert geom.shape == (2, 1, 16, 15)
+    with TiffSource(out / src.name) as res:
+        assert res.shape == geom.shape and res.meta.axes == "TZYX"
+        np.testing.assert_allclose(res.meta.scale, geom.scale)
+        np.testing.assert_allclose(res.meta.translate, geom.translate)
+        whole = res.read()
+        assert whole.shape == geom.shape
+        np.testing.assert_array_equal(
+            res.region((slice(1, 2), slice(None), slice(3, 9))), whole[1:2, :, 3:9]
+        )
+        np.testing.assert_array_equal(np.asarray(_lazy(res)), whole)
+    # Files without the tool's record keep tifffile's axes.
+    plain2d = tmp_path / "p.tif"
+    tifffile.imwrite(plain2d, data[:, :1], imagej=True, metadata={"axes": "TZYX"})
+    with TiffSource(plain2d) as other:
+        assert other.meta.axes == "TYX" and other.shape == (2, 32, 30)

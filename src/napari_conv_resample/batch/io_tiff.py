@@ -36,6 +36,43 @@ def is_tiff(path):
     return str(path).lower().endswith(TIFF_SUFFIXES)
 
 
+#: What this tool writes in an ImageJ ``Info`` or OME ``Description`` when an
+#: axis of the result has length 1: readers drop such axes (ImageJ and OME
+#: cannot tell a one-slice Z from none), and :class:`TiffSource` puts them back.
+AXES_MARKER = "conv-resample axes="
+
+
+def _declared_axes(tif):
+    """The axes this tool recorded for the file (:data:`AXES_MARKER`), or ``None``."""
+    text = None
+    if tif.is_imagej:
+        text = (tif.imagej_metadata or {}).get("Info")
+    elif tif.is_ome and tif.ome_metadata:
+        root = ET.fromstring(tif.ome_metadata)
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        node = root.find(f"{ns}Image/{ns}Description")
+        text = None if node is None else node.text
+    if not isinstance(text, str) or not text.startswith(AXES_MARKER):
+        return None
+    return text[len(AXES_MARKER) :].split()[0].upper()
+
+
+def _unsqueezed(axes, shape, declared):
+    """``shape`` with the length-1 axes of ``declared`` that ``axes`` lacks put
+    back, or ``None`` if ``axes`` is not ``declared`` less some axes."""
+    if declared is None or declared == axes or len(set(declared)) != len(declared):
+        return None
+    it = iter(zip(axes, shape))
+    out, pending = [], next(it, None)
+    for letter in declared:
+        if pending is not None and pending[0] == letter:
+            out.append(pending[1])
+            pending = next(it, None)
+        else:
+            out.append(1)
+    return tuple(out) if pending is None else None
+
+
 class TiffSource:
     """The first image series of a TIFF file: shape, dtype, lazy regions, metadata."""
 
@@ -51,11 +88,19 @@ class TiffSource:
                 raise ValueError(f"the TIFF file holds no readable image{log.text()}")
         try:
             self._series = self._tif.series[0]
-            self.shape = tuple(int(n) for n in self._series.shape)
+            self._stored = tuple(int(n) for n in self._series.shape)
+            self.shape = self._stored
             self.dtype = np.dtype(self._series.dtype)
             if not self.shape or 0 in self.shape:
                 raise ValueError(f"the TIFF image is empty (shape {self.shape})")
-            self.meta = read_meta(self._tif, self._series)
+            axes = self._series.axes.upper()
+            declared = _declared_axes(self._tif)
+            full = _unsqueezed(axes, self.shape, declared)
+            if full is not None:
+                # Length-1 axes this tool wrote (a stack reduced to one
+                # slice): keep them, with their scale and origin.
+                self.shape, axes = full, declared
+            self.meta = read_meta(self._tif, self._series, axes)
             self._zarr = None
         except Exception:
             self._tif.close()
@@ -63,7 +108,7 @@ class TiffSource:
 
     def read(self):
         """The whole image as a NumPy array."""
-        return self._series.asarray()
+        return self._series.asarray().reshape(self.shape)
 
     def region(self, index):
         """``image[index]`` (a tuple of slices) read lazily."""
@@ -71,7 +116,26 @@ class TiffSource:
             import zarr
 
             self._zarr = zarr.open(self._series.aszarr(), mode="r")
-        return np.asarray(self._zarr[index])
+        if self.shape == self._stored:
+            return np.asarray(self._zarr[index])
+        # The stored array lacks the length-1 axes put back: index it without them.
+        index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
+        stored = tuple(ix for ix, keep in zip(index, self._kept_axes()) if keep)
+        part = np.asarray(self._zarr[stored])
+        shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
+        return part.reshape(shape)
+
+    def _kept_axes(self):
+        """Per axis of :attr:`shape`: whether the stored array has it."""
+        stored = self._series.axes.upper()
+        it = iter(stored)
+        pending = next(it, None)
+        kept = []
+        for letter in self.meta.axes:
+            kept.append(letter == pending)
+            if letter == pending:
+                pending = next(it, None)
+        return kept
 
     def close(self):
         self._tif.close()
@@ -119,9 +183,10 @@ def _resolution(page, tag):
     return den / num  # pixel size: TIFF stores pixels per unit
 
 
-def read_meta(tif, series):
-    """:class:`ImageMeta` of ``series`` in the open ``tif``."""
-    axes = series.axes.upper()
+def read_meta(tif, series, axes=None):
+    """:class:`ImageMeta` of ``series`` in the open ``tif`` (``axes``: its
+    axes if not the series', e.g. with length-1 axes put back)."""
+    axes = series.axes.upper() if axes is None else axes
     ndim = len(axes)
     scale, translate, units = [1.0] * ndim, [0.0] * ndim, [None] * ndim
     extra = {}
@@ -240,6 +305,11 @@ def _length_unit(meta, letter):
     return None if i is None else meta.units[i]
 
 
+def _has_unit_axis(axes, shape):
+    """Whether an axis other than Y, X and samples has length 1 (readers drop it)."""
+    return any(n == 1 and a not in "YXS" for a, n in zip(axes, shape))
+
+
 def write_kwargs(meta, shape, dtype):
     """``tifffile.imwrite`` keywords that store ``meta`` for an image of ``shape``."""
     flavor = choose_flavor(meta.flavor, meta.axes, dtype)
@@ -269,6 +339,8 @@ def write_kwargs(meta, shape, dtype):
         for key in ("mode", "loop", "ranges"):
             if key in meta.extra:
                 md[key] = meta.extra[key]
+        if _has_unit_axis(axes, shape):
+            md["Info"] = AXES_MARKER + axes
         kw["imagej"] = True
         kw["metadata"] = md
     elif flavor == "ome":
@@ -301,6 +373,8 @@ def write_kwargs(meta, shape, dtype):
                 md["TimeIncrementUnit"] = unit_symbol(meta.units[it])
         if planes:
             md["Plane"] = planes
+        if _has_unit_axis(axes, shape):
+            md["Description"] = AXES_MARKER + axes
         kw["ome"] = True
         kw["metadata"] = md
     else:

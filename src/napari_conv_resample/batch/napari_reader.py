@@ -54,7 +54,8 @@ def _lazy(src):
         return da.from_zarr(src._arr)
     import zarr
 
-    return da.from_zarr(zarr.open(src._series.aszarr(), mode="r"))
+    # The stored array may lack length-1 axes the source puts back.
+    return da.from_zarr(zarr.open(src._series.aszarr(), mode="r")).reshape(src.shape)
 
 
 def _data(src):
