@@ -218,6 +218,7 @@ def test_corrupt_file_among_good_ones(tiffs, tmp_path, capsys):
         (["down", "IN"], "-o"),
         (["down", "missing.tif", "-o", "OUT"], "no such file"),
         (["run", "missing.json", "IN", "-o", "OUT"], "recipe"),
+        (["down", "IN", "-o", "OUT", "--suffix", "../x"], "--suffix '../x'"),
         (["frobnicate"], "invalid choice"),
     ],
 )

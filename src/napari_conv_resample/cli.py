@@ -413,6 +413,8 @@ def cmd_process(args, out, err):
     pipe = _pipeline(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    if any(sep in args.suffix for sep in ("/", "\\", "\0")) or args.suffix in (".", ".."):
+        raise UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name, not a path")
     options = Options(
         pipeline=pipe,
         output_dir=Path(args.output_dir),
