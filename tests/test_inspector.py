@@ -336,3 +336,19 @@ def test_rotated_input_switching_inputs_and_a_bad_index(make_napari_viewer):
     ins.out_index.value = "abc"
     ins._show_clicked()  # no exception: an error notification
     assert notification_manager.records[-1].severity == NotificationSeverity.ERROR
+
+
+def test_a_removed_inspector_stops_picking(make_napari_viewer):
+    """After its dock is removed, clicks in the canvas make no overlay layers."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.random.default_rng(1).random((30, 34)).astype(np.float32))
+    ins = SamplingInspector(viewer)
+    dock = viewer.window.add_dock_widget(ins)
+    ins.image.value = layer
+    ins.set_pipeline([Stage("down", **DOWN)])
+    # Never clicked while docked: the dock is seen all the same.
+    n_layers = len(viewer.layers)
+    viewer.window.remove_dock_widget(dock)
+    click(viewer, (10.0, 12.0))
+    assert len(viewer.layers) == n_layers
+    assert ins._on_mouse not in viewer.mouse_drag_callbacks

@@ -32,6 +32,7 @@ from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QEvent, QObject
 
 from ..geometry import DEFAULTS, MODES, zero_inserted_placement
 from ..kernels import PRESETS
@@ -83,6 +84,20 @@ _RF_COLORMAP = Colormap(
 )
 # Picks on larger inputs compute their masks in a worker thread.
 _SYNC_MAX_PIXELS = 1 << 20
+
+
+class _DockWatch(QObject):
+    """Notes when Qt puts the inspector in a dock (it gets a parent), so that
+    a dock closed later (no parent again) is told from a widget never docked."""
+
+    def __init__(self, inspector):
+        super().__init__(inspector.native)
+        self._inspector = inspector
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is not None:
+            self._inspector._docked = True
+        return False
 
 
 def _remove_callback(viewer, callback):
@@ -205,6 +220,9 @@ class SamplingInspector(W.Container):
         napari_viewer.layers.events.inserted.connect(self._refresh_choices)
         napari_viewer.layers.events.removed.connect(self._refresh_choices)
         napari_viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._docked = False
+        self._dock_watch = _DockWatch(self)
+        self.native.installEventFilter(self._dock_watch)
         self.native.destroyed.connect(
             lambda *_, cb=self._on_mouse, v=napari_viewer: _remove_callback(v, cb)
         )
@@ -354,8 +372,16 @@ class SamplingInspector(W.Container):
         try:
             if not self.pick_by_click.value or event.button != 1:
                 return
+            dock = self.native.parent()
         except RuntimeError:  # the widget's Qt object was deleted
             _remove_callback(viewer, self._on_mouse)
+            return
+        if dock is None:
+            if self._docked:  # its dock was closed or removed
+                _remove_callback(viewer, self._on_mouse)
+                return
+            # Never docked (made from a script): it picks all the same.
+        elif dock.isHidden():  # its dock is hidden: picks wait for it
             return
         if self.pipeline is None or self.image.value is None:
             return
