@@ -352,3 +352,30 @@ def test_a_removed_inspector_stops_picking(make_napari_viewer):
     click(viewer, (10.0, 12.0))
     assert len(viewer.layers) == n_layers
     assert ins._on_mouse not in viewer.mouse_drag_callbacks
+
+
+def test_renamed_layers_and_overlays_in_the_choices(make_napari_viewer):
+    """Combos follow renames; 'Use its stages' finds a renamed source by its grid;
+    the inspector's overlays are not offered as inputs."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        np.random.default_rng(2).random((30, 34)).astype(np.float32),
+        name="blobs",
+        scale=(0.5, 0.4),
+        translate=(2.0, -1.0),
+    )
+    down = DownsampleWidget(viewer)
+    down.image.value = layer
+    result = down.run(blocking=True)
+    ins = SamplingInspector(viewer)
+    viewer.window.add_dock_widget(ins)
+    layer.name = "renamed"
+    for combo in (ins.image, down.image):
+        texts = [combo.native.itemText(i) for i in range(combo.native.count())]
+        assert "renamed" in texts and "blobs" not in texts
+    ins.load_from_layer(result)
+    assert ins.image.value is layer
+    ins.update(None)
+    inputs = [lyr for _, lyr in down._image_choices()]
+    assert ins.layers["receptive_field"] in viewer.layers
+    assert ins.layers["receptive_field"] not in inputs and layer in inputs

@@ -28,7 +28,6 @@ import json
 import napari
 import numpy as np
 from magicgui import widgets as W
-from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
@@ -39,9 +38,12 @@ from ..kernels import PRESETS
 from ..masks import bounding_box, overlap_map, sampled_mask, zero_inserted
 from ..pipeline import Pipeline, Stage
 from ._layers import (
+    OVERLAY_KEY,
     chain_geometry,
+    follow_layer_names,
     full_scale_translate,
     guess_spatial_dims,
+    input_image_layers,
     layer_data,
     layer_recipe,
     layer_source,
@@ -98,6 +100,23 @@ class _DockWatch(QObject):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is not None:
             self._inspector._docked = True
         return False
+
+
+def _is_source(layer, source):
+    """Whether ``layer`` has the spatial shape, scale and translate of a recipe's source."""
+    shape = source.get("spatial_shape")
+    if not shape:
+        return False
+    n = len(shape)
+    scale, translate = full_scale_translate(layer)
+    data_shape = layer_data(layer).shape
+    if layer.rgb:
+        data_shape, scale, translate = data_shape[:-1], scale[:-1], translate[:-1]
+    return (
+        tuple(data_shape[-n:]) == tuple(shape)
+        and np.allclose(scale[-n:], source.get("scale", ()))
+        and np.allclose(translate[-n:], source.get("translate", ()))
+    )
 
 
 def _remove_callback(viewer, callback):
@@ -217,8 +236,7 @@ class SamplingInspector(W.Container):
         self.add_button.changed.connect(lambda *_: self._add_clicked())
         self.clear_button.changed.connect(lambda *_: self.set_pipeline(None))
         self.show_button.changed.connect(lambda *_: self._show_clicked())
-        napari_viewer.layers.events.inserted.connect(self._refresh_choices)
-        napari_viewer.layers.events.removed.connect(self._refresh_choices)
+        follow_layer_names(napari_viewer, self._refresh_choices)
         napari_viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._docked = False
         self._dock_watch = _DockWatch(self)
@@ -231,11 +249,10 @@ class SamplingInspector(W.Container):
     # ---- choices
 
     def _image_layers(self):
-        return [lyr for lyr in self._viewer.layers if isinstance(lyr, Image)]
+        return input_image_layers(self._viewer)
 
     def _image_choices(self, _widget=None):
-        own = set(map(id, self.layers.values())) if hasattr(self, "layers") else set()
-        return [(lyr.name, lyr) for lyr in self._image_layers() if id(lyr) not in own]
+        return [(lyr.name, lyr) for lyr in self._image_layers()]
 
     def _recipe_choices(self, _widget=None):
         return [(lyr.name, lyr) for lyr in self._image_layers() if layer_recipe(lyr)]
@@ -277,14 +294,15 @@ class SamplingInspector(W.Container):
         if pipeline is None:
             raise ValueError(f"layer {layer.name!r} has no conv-resample recipe")
         source = layer_source(layer) or {}
-        for lyr in self._image_layers():
-            if lyr.name == source.get("layer"):
-                self.image.value = lyr
-                break
-        else:
+        named = [lyr for lyr in self._image_layers() if lyr.name == source.get("layer")]
+        # Renamed since: the one layer with the recorded spatial shape and placement.
+        found = named or [lyr for lyr in self._image_layers() if _is_source(lyr, source)]
+        if len(found) != 1:
             raise ValueError(
-                f"the input layer {source.get('layer')!r} of {layer.name!r} is not in the viewer"
+                f"the input layer {source.get('layer')!r} of {layer.name!r} is not in the "
+                "viewer: choose it as the input and add the stages by hand"
             )
+        self.image.value = found[0]
         if source.get("spatial_shape"):
             self.spatial_dims.value = len(source["spatial_shape"])
         self.set_pipeline(pipeline)
@@ -714,7 +732,7 @@ class SamplingInspector(W.Container):
             lyr = None
         if lyr is None:
             add = getattr(self._viewer, f"add_{kind}")
-            lyr = add(data, name=LAYER_NAMES[key], **kwargs)
+            lyr = add(data, name=LAYER_NAMES[key], metadata={OVERLAY_KEY: key}, **kwargs)
             self.layers[key] = lyr
             return lyr
         # A reused layer takes the new input's transforms (identity if none).

@@ -23,6 +23,8 @@ from ..pipeline import Pipeline, Stage
 RECIPE_KEY = "conv_resample_recipe"
 #: ``layer.metadata`` key describing the layer the recipe started from.
 SOURCE_KEY = "conv_resample_source"
+#: Metadata key marking the Sampling inspector's overlay layers (not inputs).
+OVERLAY_KEY = "conv_resample_overlay"
 
 #: Library keywords each widget exposes, in the library's own names.
 OP_PARAMS = {
@@ -129,6 +131,33 @@ def full_scale_translate(layer):
     if layer.rgb:
         scale, translate = scale + (1.0,), translate + (0.0,)
     return scale, translate
+
+
+def input_image_layers(viewer):
+    """Image layers a widget offers as inputs: not the inspector's overlays."""
+    from napari.layers import Image
+
+    return [
+        lyr
+        for lyr in viewer.layers
+        if isinstance(lyr, Image) and not (lyr.metadata or {}).get(OVERLAY_KEY)
+    ]
+
+
+def follow_layer_names(viewer, refresh):
+    """Call ``refresh`` when a layer is added, removed or renamed (choices show names)."""
+
+    def watch(layer):
+        layer.events.name.connect(refresh)
+
+    def inserted(event):
+        watch(event.value)
+        refresh()
+
+    for layer in viewer.layers:
+        watch(layer)
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.layers.events.removed.connect(refresh)
 
 
 def rotate_shear(layer, ndim=None):
@@ -400,12 +429,15 @@ def world_to_index(world, scale, translate, shape=None):
 
 
 __all__ = [
+    "OVERLAY_KEY",
     "RECIPE_KEY",
     "SOURCE_KEY",
     "ResamplePlan",
     "chain_geometry",
+    "follow_layer_names",
     "full_scale_translate",
     "guess_spatial_dims",
+    "input_image_layers",
     "iter_resample",
     "layer_recipe",
     "layer_source",

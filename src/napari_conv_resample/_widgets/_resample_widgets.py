@@ -13,14 +13,21 @@ from pathlib import Path
 
 import napari
 from magicgui import widgets as W
-from napari.layers import Image, Layer
+from napari.layers import Layer
 from napari.utils.notifications import show_error, show_info
 
 from ..backends import BACKENDS, BackendUnavailableError, device_name, get_array_module
 from ..geometry import DEFAULTS, MODES
 from ..kernels import PRESETS
 from ..pipeline import Pipeline
-from ._layers import guess_spatial_dims, iter_resample, layer_recipe, plan_resample
+from ._layers import (
+    follow_layer_names,
+    guess_spatial_dims,
+    input_image_layers,
+    iter_resample,
+    layer_recipe,
+    plan_resample,
+)
 from ._workers import error_message, start_resample_worker
 
 SPATIAL_CHOICES = [("2-D (YX)", 2), ("3-D (ZYX)", 3)]
@@ -160,8 +167,7 @@ class _ResampleWidget(W.Container):
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         self.save_button.changed.connect(lambda *_: self.save_recipe())
-        napari_viewer.layers.events.inserted.connect(self._refresh_choices)
-        napari_viewer.layers.events.removed.connect(self._refresh_choices)
+        follow_layer_names(napari_viewer, self._refresh_choices)
         self._on_image_changed(self.image.value)
         self._update_device()
 
@@ -173,7 +179,7 @@ class _ResampleWidget(W.Container):
     # ---- choices
 
     def _image_layers(self):
-        return [lyr for lyr in self._viewer.layers if isinstance(lyr, Image)]
+        return input_image_layers(self._viewer)
 
     def _image_choices(self, _widget=None):
         return [(lyr.name, lyr) for lyr in self._image_layers()]
