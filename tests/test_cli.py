@@ -306,6 +306,11 @@ def test_run_recipe_and_inspect(tiffs, tmp_path, capsys):
     table = Pipeline([Stage("down", stride=2)]).format_summary((5, 40, 50))
     assert stdout.startswith(table) and "3x3x3" in table
     assert "on cells.ome.tif's spatial shape (5, 40, 50)" in stdout
+    # An up stage's larger grid counts too: its masks would be 16x the file's.
+    wide = tmp_path / "wide.tif"
+    tifffile.imwrite(wide, np.zeros((600, 600), np.uint8))
+    code, stdout, _ = run_cli(["inspect", "--op", "up", "--stride", "4", "--input", wide], capsys)
+    assert code == 0 and "on a probe shape: wide.tif's (600, 600) is too large" in stdout
     kernel = tmp_path / "k3.npy"
     np.save(kernel, np.ones((3, 3, 3)) / 27)
     code, stdout, stderr = run_cli(

@@ -379,3 +379,51 @@ def test_renamed_layers_and_overlays_in_the_choices(make_napari_viewer):
     inputs = [lyr for _, lyr in down._image_choices()]
     assert ins.layers["receptive_field"] in viewer.layers
     assert ins.layers["receptive_field"] not in inputs and layer in inputs
+
+
+def test_zero_inserted_view_of_a_rotated_input_and_a_queued_pick(make_napari_viewer, qtbot):
+    """The zero-inserted view turns with a rotated input; a pick queued after
+    switching inputs is drawn with its own input's transforms."""
+    viewer = make_napari_viewer()
+    img = np.zeros((20, 22), np.float32)
+    img[7, 9] = 1
+    layer = viewer.add_image(img, scale=(0.5, 0.4), translate=(2.0, -1.0), rotate=30)
+    ins = SamplingInspector(viewer)
+    ins.image.value = layer
+    ins.set_pipeline([Stage("up", kernel="bilinear", size=4, stride=2, padding=1)])
+    ins.update((5, 6))
+    view = ins.layers["zero_inserted"]
+    at = np.argwhere(np.asarray(view.data) == 1)
+    assert len(at) == 1
+    np.testing.assert_allclose(view.data_to_world(at[0]), layer.data_to_world((7, 9)), atol=1e-9)
+
+    big = np.zeros((1100, 1000), np.float32)
+    rotated = viewer.add_image(big, name="A", rotate=30)
+    plain = viewer.add_image(big, name="B")
+    ins.set_pipeline([Stage("down", **DOWN)])
+    ins.image.value = rotated
+    ins.update(None, blocking=False)
+    ins.image.value = plain
+    ins.update((10, 10), blocking=False)
+    qtbot.waitUntil(lambda: ins._busy is None and ins._pending is None, timeout=60_000)
+    np.testing.assert_allclose(ins.layers["receptive_field"].rotate, np.eye(2), atol=1e-12)
+
+
+def test_closed_resample_widgets_are_freed(make_napari_viewer):
+    """Following layer renames holds a widget weakly: a closed one is freed."""
+    import gc
+    import weakref
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8), np.float32))
+    refs = []
+    for _ in range(3):
+        w = DownsampleWidget(viewer)
+        dock = viewer.window.add_dock_widget(w)
+        viewer.window.remove_dock_widget(dock)
+        refs.append(weakref.ref(w))
+        del w, dock
+    gc.collect()
+    viewer.add_image(np.zeros((8, 8), np.float32))  # the dead connections go
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -318,8 +318,8 @@ def _pipeline(args):
 
 
 #: ``inspect --input`` computes its table on the first file's spatial shape
-#: when it has at most this many pixels (the table's receptive-field masks
-#: have the image's size).
+#: when none of the chain's grids has more than this many pixels (the table's
+#: receptive-field masks have their size).
 INSPECT_MAX_PIXELS = 1 << 22
 
 
@@ -349,7 +349,11 @@ def cmd_inspect(args, out):
                 # The table on the first file's spatial shape ('same' padding
                 # and so the start offsets depend on it), if its masks are small.
                 spatial = tuple(info["shape_in"][a] for a in info["_axes"])
-                if int(np.prod(spatial)) <= INSPECT_MAX_PIXELS:
+                # Every stage's grid gets masks: the largest must fit.
+                grids = [spatial] + [
+                    tuple(sp.output_shape[a] for a in info["_axes"]) for sp in info["_specs"]
+                ]
+                if max(int(np.prod(g)) for g in grids) <= INSPECT_MAX_PIXELS:
                     shape = spatial
                     note = f"(on {found.path.name}'s spatial shape {spatial})"
                 else:

@@ -426,11 +426,12 @@ def output_geometry(op, input_shape, *, scale=None, translate=None, linear=None,
     return OutputGeometry(spec.output_shape, new_scale, new_translate, spec)
 
 
-def zero_inserted_placement(spec, scale_out, translate_out):
+def zero_inserted_placement(spec, scale_out, translate_out, linear=None):
     """World ``scale``/``translate`` of :func:`~napari_conv_resample.masks.zero_inserted`.
 
     ``spec`` is an upsample; ``scale_out``/``translate_out`` are its output's
-    (from :func:`place_output`). Each input pixel lands on its own world
+    (from :func:`place_output`, with the same ``linear``: the input's rotate
+    @ shear over the spatial axes). Each input pixel lands on its own world
     position in the view.
 
     In the zero-inserted view a stride-1 correlation with the (dilated)
@@ -438,10 +439,12 @@ def zero_inserted_placement(spec, scale_out, translate_out):
     view pixels ``o .. o + d*(k-1)``: the view is the output grid shifted by
     ``d*(k-1)/2`` output pixels (``spec.center_offset + spec.pad_lo``).
     """
-    translate = tuple(
-        t - s * (c + lo)
-        for t, s, c, lo in zip(translate_out, scale_out, spec.center_offset, spec.pad_lo)
+    shift = np.array(
+        [s * (c + lo) for s, c, lo in zip(scale_out, spec.center_offset, spec.pad_lo)]
     )
+    if linear is not None:
+        shift = np.asarray(linear, dtype=np.float64) @ shift
+    translate = tuple(float(t - d) for t, d in zip(translate_out, shift))
     return tuple(scale_out), translate
 
 

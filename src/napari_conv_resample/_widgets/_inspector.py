@@ -444,7 +444,7 @@ class SamplingInspector(W.Container):
         self.out_index.value = ",".join(map(str, out_index))
         ups = [i for i, st in enumerate(self.pipeline.stages) if st.op == "up"]
         image = self._current_image() if ups else None
-        job = (self.pipeline, shape, scale, translate, rows, out_index, image)
+        job = (self.pipeline, shape, scale, translate, rows, out_index, image, linear)
         extra = self._layer_transforms(layer, len(axes))
         units = getattr(layer, "units", None)
         if units is not None:
@@ -452,16 +452,19 @@ class SamplingInspector(W.Container):
         if blocking or int(np.prod(shape)) <= _SYNC_MAX_PIXELS:
             self._apply(self._compute(*job), extra)
             return out_index
-        self._pending = job
+        # The transforms go with their job: a pick queued after switching
+        # inputs is drawn with its own input's.
+        self._pending = (job, extra)
         if self._busy is None:
-            self._start_next(extra)
+            self._start_next()
         return out_index
 
-    def _start_next(self, extra):
-        job, self._pending = self._pending, None
-        if job is None:
+    def _start_next(self):
+        pending, self._pending = self._pending, None
+        if pending is None:
             self._busy = None
             return
+        job, extra = pending
 
         def compute():
             try:
@@ -478,13 +481,13 @@ class SamplingInspector(W.Container):
         worker = create_worker(
             compute,
             _progress={"desc": "Sampling inspector"},
-            _connect={"returned": done, "finished": lambda: self._start_next(extra)},
+            _connect={"returned": done, "finished": self._start_next},
             _start_thread=False,
         )
         self._busy = worker
         worker.start()
 
-    def _compute(self, pipeline, shape, scale, translate, rows, out_index, image):
+    def _compute(self, pipeline, shape, scale, translate, rows, out_index, image, linear=None):
         """The overlays as ``(key, data, kind, kwargs)`` plus the summary text.
 
         Pure computation (no viewer access): safe in a worker thread.
@@ -570,7 +573,7 @@ class SamplingInspector(W.Container):
                     },
                 )
             )
-            zs, zt = zero_inserted_placement(spec, s_out, t_out)
+            zs, zt = zero_inserted_placement(spec, s_out, t_out, linear)
             out.append(
                 (
                     "zero_inserted",

@@ -11,6 +11,7 @@ their placement is the library's, not the input's (DESIGN §3).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,19 +146,35 @@ def input_image_layers(viewer):
 
 
 def follow_layer_names(viewer, refresh):
-    """Call ``refresh`` when a layer is added, removed or renamed (choices show names)."""
+    """Call ``refresh`` (a widget's method) when a layer is added, removed or
+    renamed: choices show names.
 
-    def watch(layer):
-        layer.events.name.connect(refresh)
+    The widget is held weakly, as napari holds connected methods: a closed
+    widget is freed, and the connections go with it.
+    """
+    method = weakref.WeakMethod(refresh)
+
+    def call(*_):
+        fn = method()
+        if fn is None:
+            stop()
+        else:
+            fn()
 
     def inserted(event):
-        watch(event.value)
-        refresh()
+        event.value.events.name.connect(call)
+        call()
+
+    def stop():
+        viewer.layers.events.inserted.disconnect(inserted)
+        viewer.layers.events.removed.disconnect(call)
+        for layer in viewer.layers:
+            layer.events.name.disconnect(call)
 
     for layer in viewer.layers:
-        watch(layer)
+        layer.events.name.connect(call)
     viewer.layers.events.inserted.connect(inserted)
-    viewer.layers.events.removed.connect(refresh)
+    viewer.layers.events.removed.connect(call)
 
 
 def rotate_shear(layer, ndim=None):
