@@ -296,7 +296,9 @@ class SamplingInspector(W.Container):
         source = layer_source(layer) or {}
         named = [lyr for lyr in self._image_layers() if lyr.name == source.get("layer")]
         # Renamed since: the one layer with the recorded spatial shape and placement.
-        found = named or [lyr for lyr in self._image_layers() if _is_source(lyr, source)]
+        found = named or [
+            lyr for lyr in self._image_layers() if lyr is not layer and _is_source(lyr, source)
+        ]
         if len(found) != 1:
             raise ValueError(
                 f"the input layer {source.get('layer')!r} of {layer.name!r} is not in the "

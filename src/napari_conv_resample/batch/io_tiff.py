@@ -54,7 +54,8 @@ def _declared_axes(tif):
         text = None if node is None else node.text
     if not isinstance(text, str) or not text.startswith(AXES_MARKER):
         return None
-    return text[len(AXES_MARKER) :].split()[0].upper()
+    words = text[len(AXES_MARKER) :].split()
+    return words[0].upper() if words else None
 
 
 def _unsqueezed(axes, shape, declared):
