@@ -76,6 +76,9 @@ def test_ome_zarr_roundtrip(tmp_path, capsys, czyx, version, chunks):
     assert got_scale == pytest.approx(geo.scale)
     assert got_translate == pytest.approx(geo.translate)
     assert group.metadata.zarr_format == (3 if version == "0.5" else 2)
+    if version == "0.4":  # NGFF's Zarr v2 chunk keys are '/'-separated
+        zarray = json.loads((out / "cells.ome.zarr" / "0" / ".zarray").read_text())
+        assert zarray["dimension_separator"] == "/"
     want = Pipeline([Stage("down", stride=(1, 2, 2), dilation=(1, 2, 2))])(czyx, axes=(1, 2, 3))
     np.testing.assert_array_equal(group["0"][...], want)
     res = ZarrSource(out / "cells.ome.zarr")

@@ -58,10 +58,15 @@ CHAINS = {
         Stage("down", kernel="box", size=2, stride=5, padding="valid", mode=m),
         Stage("down", kernel="gaussian", size=3, stride=1, padding=2, mode=m),
     ],
+    # An up stage whose dilation exceeds its stride leaves some output chunks
+    # without any input pixel (zeros): the next stage still gets its block.
+    "up-holes-then-down": lambda m: [
+        Stage("down", kernel="box", size=1, stride=1, padding=0, mode=m),
+        Stage("up", kernel="box", size=3, stride=1, dilation=3, padding=0, output_padding=2),
+        Stage("down", kernel="gaussian", size=3, stride=1, mode=m),
+    ],
 }
-
-
-UP_ONLY = ("up-k1-opad", "up-dilated-asym")
+UP_ONLY = ("up-k1-opad", "up-dilated-asym", "up-holes-then-down")
 CASES = [
     (chain, mode)
     for chain in sorted(CHAINS)

@@ -249,14 +249,13 @@ def compute_region(specs, read, region, *, in_dtype, preserve_dtype=False, backe
         out_runs = plans[stage + 1]
         out_index = [_index_of(r) for r in out_runs]
         out_shape = tuple(len(i) for i in out_index)
-        y = None
+        # Zeros where no block lands (a chunk whose outputs no input reaches).
+        y = np.zeros(out_shape, dtype=compute_dtype(x.dtype))
         out_offsets = [np.cumsum([0] + [b - a for a, b in runs])[:-1] for runs in out_runs]
         spatial_runs = [out_runs[a] for a in spec.axes]
         for combo_ix in itertools.product(*[range(len(r)) for r in spatial_runs]):
             combo = [spatial_runs[p][c] for p, c in enumerate(combo_ix)]
             block = _stage_block(spec, x, x_index, out_runs, combo, xp_run)
-            if y is None:
-                y = np.zeros(out_shape, dtype=compute_dtype(x.dtype))
             if block is None:
                 continue
             dst = [slice(None)] * ndim

@@ -264,7 +264,11 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         fmt = 3 if version == "0.5" else 2
         group = zarr.open_group(path, mode="w", zarr_format=fmt)
         group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name")))
-        kw = {"dimension_names": [a.lower() for a in meta.axes]} if fmt == 3 else {}
+        if fmt == 3:
+            kw = {"dimension_names": [a.lower() for a in meta.axes]}
+        else:
+            # NGFF (0.2 on) stores Zarr v2 chunks under '/'-separated keys.
+            kw = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
         return group.create_array("0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **kw)
     return zarr.create_array(
         store=str(path),
