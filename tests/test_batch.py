@@ -387,3 +387,31 @@ def test_an_axis_reduced_to_one_slice_is_kept(tmp_path, capsys, flavor):
     tifffile.imwrite(plain2d, data[:, :1], imagej=True, metadata={"axes": "TZYX"})
     with TiffSource(plain2d) as other:
         assert other.meta.axes == "TYX" and other.shape == (2, 32, 30)
+
+
+def test_an_output_another_run_is_writing_is_skipped(tmp_path, capsys):
+    """Two runs into one folder: the second skips what the first is writing
+    (it would remove the first's temporary files); a killed run's lock is taken over."""
+    import socket
+
+    d = _inputs(tmp_path, n=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = out / ".f0.tif.lock"
+        held.write_text(f"{socket.gethostname()} {sleeper.pid}")
+        code, stdout, _ = run_cli(["down", d, "-o", out, "--json"], capsys)
+        report = json.loads(stdout)
+        status = {Path(f["input"]).name: f for f in report["files"]}
+        assert code == 0 and status["f1.tif"]["status"] == "done"
+        assert status["f0.tif"]["status"] == "skipped"
+        assert f"another run ({socket.gethostname()} {sleeper.pid})" in status["f0.tif"]["reason"]
+        assert not (out / "f0.tif").exists() and held.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The holder is gone: its lock is taken over, and no lock is left behind.
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--json"], capsys)
+    assert code == 0 and (out / "f0.tif").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["f0.tif", "f1.tif"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -123,10 +124,13 @@ def partial_path(path):
 
 def _remove(path):
     path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except FileNotFoundError:
+        pass  # gone meanwhile (a cancelled worker's chunk)
 
 
 def _commit(tmp, final):
@@ -203,11 +207,25 @@ def process(found, options, *, client=None, chunk_progress=None):
         return res
     tmp = partial_path(final)
     scratch = final.with_name(f".{final.name}.scratch.zarr")
+    lock = final.with_name(f".{final.name}.lock")
+    owned = False  # this run holds the lock: the temporary files are its own
     try:
         with open_source(found.path) as src:
             plan = _plan(src, found, options)
             res.info = {k: v for k, v in plan.items() if not k.startswith("_")}
             final.parent.mkdir(parents=True, exist_ok=True)
+            holder = take_lock(lock)
+            if holder is not None:
+                res.status = "skipped"
+                res.reason = (
+                    f"another run ({holder}) is writing this output now; "
+                    f"if that run is gone, delete {lock}"
+                )
+                return res
+            owned = True
+            if final.exists() and not options.overwrite:  # that other run finished it
+                res.status, res.reason = "skipped", "output exists (use --overwrite to redo)"
+                return res
             _remove(tmp)
             _remove(scratch)
             chunks_used = _compute_and_write(
@@ -216,19 +234,62 @@ def process(found, options, *, client=None, chunk_progress=None):
             res.info["chunks"] = chunks_used
         _commit(tmp, final)
     except KeyboardInterrupt:
-        _remove(tmp)
-        _remove(scratch)
+        if owned:
+            _remove(tmp)
+            _remove(scratch)
         raise
     except Exception as exc:  # one bad file never stops the batch
         res.status = "failed"
         res.reason = f"{type(exc).__name__}: {exc}"
         res.info["traceback"] = traceback.format_exc(limit=4)
         res.output = None
-        _remove(tmp)
+        if owned:
+            _remove(tmp)
     finally:
-        _remove(scratch)
+        if owned:
+            _remove(scratch)
+            _remove(lock)
         res.seconds = time.perf_counter() - t0
     return res
+
+
+def _alive(pid):
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_lock(lock):
+    """Create ``lock`` (holding ``host pid``) for this run; ``None`` if it is
+    now this run's, else who holds it.
+
+    Runs writing the same output (two batches into one folder) would remove
+    each other's temporary files: the second one skips the file instead. A
+    lock left by a killed run on this machine is taken over.
+    """
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = Path(lock).read_text().strip()
+            except OSError:
+                holder = ""
+            host, _, pid = holder.partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                _remove(lock)
+                continue
+            return holder or "unknown"
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return None
+    return "unknown"
 
 
 def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_progress):
@@ -287,10 +348,16 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
             )
             for region in regions
         ]
-        for fut in as_completed(futures):
-            fut.result()
-            if chunk_progress is not None:
-                chunk_progress(1, None)
+        try:
+            for fut in as_completed(futures):
+                fut.result()
+                if chunk_progress is not None:
+                    chunk_progress(1, None)
+        except BaseException:
+            # Ctrl-C or a failed chunk: stop the rest before the partial
+            # output is removed.
+            client.cancel(futures)
+            raise
     if fmt == "tiff":
         flavor_meta = output_meta_flavor(meta_out, None)
         written = _tiff_flavor_written(flavor_meta, dtype)
