@@ -415,3 +415,30 @@ def test_an_output_another_run_is_writing_is_skipped(tmp_path, capsys):
     code, stdout, _ = run_cli(["down", d, "-o", out, "--json"], capsys)
     assert code == 0 and (out / "f0.tif").exists()
     assert sorted(p.name for p in out.iterdir()) == ["f0.tif", "f1.tif"]
+
+
+def test_single_strip_tiffs_are_read_by_region_not_whole(tmp_path):
+    """An uncompressed one-strip TIFF (tifffile's default) is one zarr chunk: the
+    source maps it instead, so a region reads only its own pages."""
+    from napari_conv_resample.batch.io_tiff import TiffSource, write_tiff
+
+    data = np.random.default_rng(3).random((3, 1, 64, 80)).astype(np.float32)
+    meta = ImageMeta("TZYX", (1.0,) * 4, (0.0,) * 4, (None,) * 4, "imagej")
+    path = tmp_path / "strip.tif"
+    write_tiff(path, data, meta)
+    with TiffSource(path) as src:
+        assert src.shape == data.shape and src.mapped() is not None
+
+        def whole(*_a, **_k):
+            raise AssertionError("read through the one-chunk zarr view")
+
+        src._series.aszarr = whole
+        index = (slice(1, 3), slice(None), slice(10, 30), slice(5, 77))
+        np.testing.assert_array_equal(src.region(index), data[index])
+    tiled = tmp_path / "tiled.tif"
+    tifffile.imwrite(
+        tiled, data[:, 0], tile=(32, 32), photometric="minisblack", metadata={"axes": "ZYX"}
+    )
+    with TiffSource(tiled) as src:
+        assert src.mapped() is None  # tiles: the zarr view reads only the tiles needed
+        np.testing.assert_array_equal(src.region((slice(0, 2), slice(3, 40))), data[:2, 0, 3:40])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
@@ -103,6 +104,7 @@ class TiffSource:
                 self.shape, axes = full, declared
             self.meta = read_meta(self._tif, self._series, axes)
             self._zarr = None
+            self._mapped = None
         except Exception:
             self._tif.close()
             raise
@@ -111,8 +113,28 @@ class TiffSource:
         """The whole image as a NumPy array."""
         return self._series.asarray().reshape(self.shape)
 
+    def mapped(self):
+        """The image memory-mapped (shape :attr:`shape`) when its pixels lie
+        uncompressed in one run of the file, else ``None``.
+
+        Such a file (tifffile's default: one strip per page) is one chunk for
+        the zarr view, so every region would read the whole image.
+        """
+        if self._mapped is None and self._series.dataoffset is not None:
+            self._mapped = tifffile.memmap(self.path, series=0, mode="r").reshape(self.shape)
+        return self._mapped
+
     def region(self, index):
         """``image[index]`` (a tuple of slices) read lazily."""
+        mapped = self.mapped()
+        if mapped is not None:
+            part = np.array(mapped[index])
+            # Let go of the pages read: they stay in the page cache, not in
+            # this process (its resident memory would grow to the file's size).
+            base = getattr(mapped, "_mmap", None)
+            if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+                base.madvise(mmap.MADV_DONTNEED)
+            return part
         if self._zarr is None:
             import zarr
 

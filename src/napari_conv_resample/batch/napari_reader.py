@@ -52,6 +52,9 @@ def _lazy(src):
 
     if isinstance(src, ZarrSource):
         return da.from_zarr(src._arr)
+    mapped = src.mapped()
+    if mapped is not None:  # one uncompressed run: pages are read as they are shown
+        return da.from_array(mapped, chunks="auto")
     import zarr
 
     # The stored array may lack length-1 axes the source puts back.
