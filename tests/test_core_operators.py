@@ -388,3 +388,36 @@ def test_output_shape_equals_geometry_shape():
         up.shape
         == output_geometry("up", x.shape, kernel="gaussian", stride=(2, 3), axes=(1, 2)).shape
     )
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+def test_preserve_dtype_saturates_wide_integers(dtype):
+    """Clipping to a 32/64-bit integer range in float32 must not wrap: float32(2**31 - 1)
+    is 2**31, one past int32's range."""
+    info = np.iinfo(dtype)
+    for value in (info.max, info.min):
+        x = np.full((4, 4), value, dtype)
+        got = dilated_downsample(x, "box", size=2, stride=2, preserve_dtype=True)
+        assert got.dtype == dtype
+        # The nearest float32 inside the range: no wrap to the other end.
+        assert np.all(np.abs(got.astype(np.float64) - float(value)) <= abs(float(value)) * 2**-23)
+
+
+def test_big_endian_float64_computes_in_float64():
+    x = np.random.default_rng(0).random((12, 10)) * 1e8
+    big = x.astype(">f8")
+    got = dilated_downsample(big, "box", size=2, stride=2, mode="zeros")
+    assert got.dtype == np.float64
+    want = dilated_downsample(x, "box", size=2, stride=2, mode="zeros")
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", ["box", "bilinear", "gaussian"])
+def test_up_stride_one_even_kernel_keeps_the_length(kernel):
+    """Stride 1 with an even kernel: the default crop is one less at the end
+    (output padding 1 is not allowed there), so the length stays."""
+    x = np.random.default_rng(1).random((9, 12))
+    got = transpose_upsample(x, kernel, stride=1, size=4)
+    assert got.shape == x.shape
+    want = transpose_upsample(x, kernel, stride=1, size=4, padding=((2, 1), (2, 1)))
+    np.testing.assert_array_equal(got, want)

@@ -689,3 +689,17 @@ def test_blocks_sized_for_a_small_cache_give_the_same_numbers(monkeypatch, ran_o
         np.testing.assert_array_equal(run_spec(spec, x, np.float32), want)
         counts.append(len(ran_on))
     assert counts[1] > counts[0]  # the small cache made more, smaller blocks
+
+
+@pytest.mark.timeout(60)
+def test_tiny_block_floors_do_not_stall_the_block_search(monkeypatch):
+    """With a floor of a few points the log-scale bisection's midpoint rounds to
+    an end; the search stops there instead of looping."""
+    monkeypatch.setattr(_engine_numpy, "BLOCK_BYTES", 256)
+    monkeypatch.setattr(_engine_numpy, "MIN_BLOCK_ELEMENTS", 4)
+    monkeypatch.setattr(_engine_numpy, "PARALLEL_MIN_BYTES", 0)
+    x = np.random.default_rng(0).integers(0, 100, size=(6, 3, 5, 6)).astype(np.uint16)
+    spec = resolve_spec(
+        "up", x.shape, kernel="box", size=(4, 2), stride=(3, 1), axes=(1, 3), padding=0
+    )
+    assert_matches_reference(spec, x, np.float32)

@@ -236,3 +236,13 @@ def test_pipeline_coverage_map():
     chain = _dilated_chain((2, 2))
     cov = chain.coverage_map((30,))
     assert cov.sum() == sum(chain.receptive_field((30,), (o,)).sum() for o in range(30))
+
+
+def test_summary_without_a_shape_reports_offsets_on_the_shape_it_names():
+    """'same' padding depends on the length: the start offsets come from the
+    same shape as the holes and the reported input shape."""
+    p = Pipeline([Stage("down", kernel="box", size=3, stride=2, padding="same", mode="zeros")] * 3)
+    rows = p.summary(ndim=1)
+    again = p.summary(rows[-1]["input_shape"])
+    assert [r["start_offset"] for r in rows] == [r["start_offset"] for r in again]
+    assert [r["holes"] for r in rows] == [r["holes"] for r in again]

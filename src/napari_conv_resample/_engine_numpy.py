@@ -1045,6 +1045,8 @@ def run(spec, x, dtype):
         extents = _block_extents(grid, lo)
         while hi > 1.1 * lo:
             mid = int((lo * hi) ** 0.5)
+            if not lo < mid < hi:  # tiny blocks: the log-scale midpoint rounds to an end
+                break
             ext = _block_extents(grid, mid)
             if fits(ext):
                 lo, extents = mid, ext

@@ -300,8 +300,15 @@ def _up_lengths(lengths, size, stride, dilation, padding, output_padding, output
     n = len(lengths)
     natural = [natural_up_padding(k, s, d) for k, s, d in zip(size, stride, dilation)]
     if padding is None or padding == "same":
-        pads = tuple((p, p) for p, _ in natural)
-        default_opad = tuple(op for _, op in natural)
+        pads, default_opad = [], []
+        for (p, op), s, d in zip(natural, stride, dilation):
+            if op < max(s, d):
+                pads.append((p, p))
+                default_opad.append(op)
+            else:  # stride and dilation 1, even kernel: crop one less at the end
+                pads.append((p, p - op))
+                default_opad.append(0)
+        pads, default_opad = tuple(pads), tuple(default_opad)
     elif padding == "valid":
         pads, default_opad = ((0, 0),) * n, (0,) * n
     elif isinstance(padding, str):

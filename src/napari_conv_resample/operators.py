@@ -18,8 +18,12 @@ from .padding import pad_axes
 
 
 def compute_dtype(dtype):
-    """Float dtype the arithmetic runs in: float64 stays, everything else float32."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+    """Float dtype the arithmetic runs in: float64 (any byte order, or wider
+    floats) stays float64, everything else float32."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize >= 8:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
 
 
 def cast_result(out, dtype, preserve_dtype, xp=np):
@@ -31,8 +35,16 @@ def cast_result(out, dtype, preserve_dtype, xp=np):
         return out >= 0.5
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
+        # The bounds as floats of ``out``'s dtype, inside the integer range:
+        # float32(2**31 - 1) is 2**31, which would wrap to -2**31 when cast.
+        ftype = out.dtype.type
+        lo, hi = ftype(info.min), ftype(info.max)
+        if int(hi) > info.max:
+            hi = np.nextafter(hi, ftype(0))
+        if int(lo) < info.min:
+            lo = np.nextafter(lo, ftype(0))
         xp.rint(out, out=out)
-        xp.clip(out, info.min, info.max, out=out)
+        xp.clip(out, lo, hi, out=out)
     return out.astype(dtype)
 
 

@@ -253,6 +253,8 @@ class Pipeline:
             input_shape = tuple(
                 int(4 * max(row["rf_size"][i] for row in closed)) + 16 for i in range(n)
             )
+            # Offsets on the shape the rows report ('same' padding depends on it).
+            closed = self._closed_form(input_shape, ndim)
         specs = self._path_specs(input_shape)
         for i, row in enumerate(closed):
             centre = tuple(n // 2 for n in specs[i].output_shape)
