@@ -125,3 +125,37 @@ def test_input_is_never_modified():
     dilated_downsample(x, mode="replicate")
     transpose_upsample(x)
     np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "words"),
+    [
+        (lambda: ncr.output_geometry("up", (0, 8), padding=0), ValueError, ["(0, 8)", "axis 0"]),
+        (lambda: ncr.coverage_map((8, -1), size=3), ValueError, ["input_shape", "-1"]),
+        (lambda: ncr.coverage_map((8, 2.5), size=3), TypeError, ["input_shape", "2.5"]),
+        (lambda: ncr.sampled_mask((8, 8), (1.5, 2), size=3), TypeError, ["out_index", "1.5"]),
+        (
+            lambda: ncr.Pipeline([ncr.Stage("down")]).receptive_field((16, 16), (2, 2), upto=0),
+            ValueError,
+            ["upto", "0"],
+        ),
+        (
+            lambda: ncr.Pipeline.from_json('{"version": "2", "stages": [{"op": "down"}]}'),
+            ValueError,
+            ["version", "'2'"],
+        ),
+        (lambda: ncr.make_kernel("lanczos", stride=2, a=1.5), ValueError, ["a must", "1.5"]),
+    ],
+)
+def test_bad_shapes_indices_and_options_name_the_parameter(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_one_int_is_a_1d_shape_and_wide_binomials_are_finite():
+    np.testing.assert_array_equal(ncr.coverage_map(8, size=3), ncr.coverage_map((8,), size=3))
+    k = ncr.make_kernel("binomial", 2001, ndim=1)
+    assert np.isfinite(k).all() and abs(k.sum() - 1) < 1e-12
+    np.testing.assert_allclose(ncr.make_kernel("binomial", 5, ndim=1) * 16, [1, 4, 6, 4, 1])

@@ -43,6 +43,22 @@ def per_axis_ints(value, n, name, *, minimum=1):
     return values
 
 
+def shape_ints(shape, name="input_shape", *, minimum=1):
+    """``shape`` as a tuple of Python ints, each ``>= minimum`` (one int: 1-D)."""
+    if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
+            raise TypeError(f"{name} must contain integers, got {shape!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must have lengths >= {minimum}, got {shape!r}")
+    return tuple(int(v) for v in values)
+
+
 def check_image(image):
     """Check an input image and return it as an array (NumPy or CuPy).
 

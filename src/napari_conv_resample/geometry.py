@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import normalize_axes, per_axis_ints
+from ._validation import normalize_axes, per_axis_ints, shape_ints
 from .kernels import resolve_kernel
 
 OPS = ("down", "up")
@@ -211,13 +211,16 @@ def _resolve(
     output_padding=0,
     output_size=None,
 ):
-    input_shape = tuple(int(n) for n in input_shape)
+    input_shape = shape_ints(input_shape, minimum=0)
     ndim = len(input_shape)
     n_kernel = None if isinstance(kernel, str) else np.ndim(kernel)
     if n_kernel is not None and hasattr(kernel, "shape"):
         n_kernel = len(kernel.shape)
     axes = normalize_axes(axes, ndim, n_kernel)
     n = len(axes)
+    for a in axes:
+        if input_shape[a] < 1:
+            raise ValueError(f"input_shape={input_shape} has no pixels along spatial axis {a}")
     stride = per_axis_ints(stride, n, "stride")
     dilation = per_axis_ints(dilation, n, "dilation")
     if isinstance(kernel, str) and size is not None:

@@ -69,11 +69,15 @@ def kernel_profile(name, size, stride, *, sigma=None, a=3):
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
         return np.exp(-(x**2) / (2.0 * sig**2))
     if name == "binomial":
-        return np.array([math.comb(size - 1, int(i)) for i in t], dtype=np.float64)
+        # Relative to the middle coefficient, in exact integers: C(n, k) itself
+        # overflows a float from n ~ 1030.
+        n = size - 1
+        top = math.comb(n, n // 2)
+        return np.array([math.comb(n, int(i)) / top for i in t], dtype=np.float64)
     if name == "bilinear":
         return 1.0 - np.abs(x) / ((size + 1) // 2)
-    if int(a) < 1:
-        raise ValueError(f"a must be >= 1 for the lanczos kernel, got {a!r}")
+    if isinstance(a, bool) or a != int(a) or int(a) < 1:
+        raise ValueError(f"a must be an integer >= 1 for the lanczos kernel, got {a!r}")
     u = x / stride
     return np.where(np.abs(u) < a, np.sinc(u) * np.sinc(u / a), 0.0)
 

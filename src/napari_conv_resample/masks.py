@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._reference_engine import correlate_padded, transpose_correlate
-from ._validation import per_axis_ints
+from ._validation import per_axis_ints, shape_ints
 from .geometry import resolve_spec
 from .padding import fold_padding
 
@@ -75,7 +75,7 @@ def adjoint(y, spec):
 
 def one_hot(shape, index, name="out_index"):
     """Float64 array of ``shape`` with a single 1 at ``index`` (negative allowed)."""
-    index = tuple(int(i) for i in np.atleast_1d(index))
+    index = shape_ints(tuple(np.atleast_1d(index).tolist()), name, minimum=-(1 << 62))
     if len(index) != len(shape):
         raise ValueError(f"{name}={index!r} needs {len(shape)} entries for shape {shape}")
     for i, n in zip(index, shape):
@@ -87,7 +87,7 @@ def one_hot(shape, index, name="out_index"):
 
 
 def _down_spec(input_shape, size, stride, dilation, padding, mode):
-    input_shape = tuple(int(n) for n in input_shape)
+    input_shape = shape_ints(input_shape)
     n = len(input_shape)
     return resolve_spec(
         "down",
@@ -154,7 +154,7 @@ def overlap_map(input_shape, *, size, stride=1, dilation=1, padding=0, output_pa
     numpy.ndarray of int64
         Counts on the upsampled grid.
     """
-    input_shape = tuple(int(n) for n in input_shape)
+    input_shape = shape_ints(input_shape)
     spec = resolve_spec(
         "up",
         input_shape,

@@ -209,6 +209,10 @@ class Pipeline:
         numpy.ndarray of int64
             Counts on the input grid; 0 inside the field's box is a hole.
         """
+        if upto is not None and not (
+            isinstance(upto, int) and not isinstance(upto, bool) and 1 <= upto <= len(self.stages)
+        ):
+            raise ValueError(f"upto must be 1 .. {len(self.stages)} (stages), got {upto!r}")
         specs = self._path_specs(input_shape)[:upto]
         return _pull_back(one_hot(specs[-1].output_shape, out_index), specs)
 
@@ -362,6 +366,8 @@ class Pipeline:
         if not isinstance(data, dict) or "stages" not in data:
             raise ValueError("recipe must be a JSON object with a 'stages' list")
         version = data.get("version", RECIPE_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"recipe 'version' must be an integer, got {version!r}")
         if version > RECIPE_VERSION:
             raise ValueError(f"recipe version {version} is newer than this library reads")
         stages = data["stages"]
