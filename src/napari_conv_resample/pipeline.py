@@ -234,7 +234,10 @@ class Pipeline:
         """Per stage: receptive field size, effective stride, start offset, holes.
 
         Sizes, strides and offsets are per spatial axis in pipeline-input
-        pixels, from the closed form (``Fraction`` for upsampling stages); the
+        pixels, from the closed form (``Fraction`` for upsampling stages: after
+        an up stage the size is the field's extent in input-pixel units, the
+        same for every output pixel, while the pixels one output really reads
+        depend on its phase and may span one more; the masks give those); the
         start offset is where output pixel 0's field starts and may be
         negative. ``holes`` counts never-reached pixels inside the bounding box
         of the centre output pixel's receptive field, from the mask itself.
