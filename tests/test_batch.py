@@ -442,3 +442,37 @@ def test_single_strip_tiffs_are_read_by_region_not_whole(tmp_path):
     with TiffSource(tiled) as src:
         assert src.mapped() is None  # tiles: the zarr view reads only the tiles needed
         np.testing.assert_array_equal(src.region((slice(0, 2), slice(3, 40))), data[:2, 0, 3:40])
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_channels_and_bioformats2raw_layout(tmp_path, capsys, czyx, version):
+    """Channel names and colours (omero) are kept; a bioformats2raw store (the
+    image in its group '0') is read."""
+    omero = {
+        "channels": [
+            {"label": "DAPI", "color": "0000FF", "window": {"start": 0, "end": 4000}},
+            {"label": "GFP", "color": "00FF00", "window": {"start": 10, "end": 3000}},
+        ]
+    }
+    scale, translate = (1.0, 2.0, 0.5, 0.5), (0.0, 1.0, 3.0, 4.0)
+    root = tmp_path / "in" / "plate.ome.zarr"
+    fmt = 3 if version == "0.5" else 2
+    group = zarr.open_group(root, mode="w", zarr_format=fmt)
+    layout = {"bioformats2raw.layout": 3}
+    group.attrs.update({"ome": {"version": "0.5", **layout}} if version == "0.5" else layout)
+    units = (None, UM, UM, UM)
+    meta = ImageMeta("CZYX", scale, translate, units, "ome-zarr", {"ngff_version": version})
+    meta.extra["omero"] = omero
+    arr = create_output(root / "0", "ome-zarr", czyx.shape, czyx.dtype, (1, 3, 16, 16), meta)
+    arr[...] = czyx
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["down", root, "-o", out, "--stride", "1,2,2", "--json"], capsys)
+    assert code == 0, stdout + err
+    result, ms, got_scale, got_translate = _ngff(out / "plate.ome.zarr")
+    geo = output_geometry(
+        "down", czyx.shape, scale=scale, translate=translate, stride=(1, 2, 2), axes=(1, 2, 3)
+    )
+    assert got_scale == pytest.approx(geo.scale) and got_translate == pytest.approx(geo.translate)
+    attrs = dict(result.attrs)
+    kept = attrs["ome"]["omero"] if version == "0.5" else attrs["omero"]
+    assert kept == omero

@@ -35,6 +35,15 @@ def _multiscales(attrs):
     return None, None
 
 
+def _ome_attr(attrs, key):
+    """An OME-NGFF attribute of a group: under ``ome`` (0.5) or at the top (0.4)."""
+    attrs = dict(attrs)
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and key in ome:
+        return ome[key]
+    return attrs.get(key)
+
+
 def _transforms(items):
     scale = translation = None
     for t in items or []:
@@ -67,6 +76,13 @@ class ZarrSource:
             self.meta = _plain_meta(node)
         else:
             ms, version = _multiscales(node.attrs)
+            if not ms and _ome_attr(node.attrs, "bioformats2raw.layout") is not None:
+                # bioformats2raw's layout: images in groups 0, 1, ...; the first one.
+                try:
+                    node = node["0"]
+                except KeyError:
+                    raise ValueError("a bioformats2raw Zarr store without image '0'") from None
+                ms, version = _multiscales(node.attrs)
             if not ms:
                 raise ValueError("a Zarr group without OME-NGFF 'multiscales' metadata")
             ms0 = ms[0]
@@ -98,7 +114,14 @@ class ZarrSource:
                 tuple(float(v) for v in trans),
                 units,
                 "ome-zarr",
-                {"ngff_version": str(version), "axes_md": axes_md, "name": ms0.get("name")},
+                {
+                    "ngff_version": str(version),
+                    "axes_md": axes_md,
+                    "name": ms0.get("name"),
+                    # Channel names, colours and display windows: channels are never
+                    # resampled and presets keep intensities, so they still hold.
+                    "omero": _ome_attr(node.attrs, "omero"),
+                },
             )
         self.shape = tuple(int(n) for n in self._arr.shape)
         self.dtype = np.dtype(self._arr.dtype)
@@ -170,10 +193,12 @@ def ngff_attrs(meta, version="0.4", name=None):
         ],
         "name": name or "image",
     }
+    omero = meta.extra.get("omero")
+    extra = {"omero": omero} if isinstance(omero, dict) else {}
     if version == "0.5":
-        return {"ome": {"version": "0.5", "multiscales": [ms]}}
+        return {"ome": {"version": "0.5", "multiscales": [ms], **extra}}
     ms["version"] = version
-    return {"multiscales": [ms]}
+    return {"multiscales": [ms], **extra}
 
 
 def ngff_order(axes):
