@@ -13,30 +13,39 @@ import os
 import numpy as np
 
 
+def _is_int(v):
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
+
+
+def int_tuple(value, name, expected="an int or a sequence of ints"):
+    """``value`` as a tuple of Python ints (one int: a 1-tuple); a TypeError
+    naming ``name`` for anything else."""
+    if _is_int(value):
+        return (int(value),)
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+    for v in values:
+        if not _is_int(v):
+            raise TypeError(f"{name} must contain integers, got {value!r}")
+    return tuple(int(v) for v in values)
+
+
 def per_axis_ints(value, n, name, *, minimum=1):
     """Return ``value`` as a tuple of ``n`` Python ints, each ``>= minimum``.
 
     ``value`` is one int (used for every axis) or a sequence of ``n`` ints.
     """
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        values = (int(value),) * n
-    else:
-        if isinstance(value, (str, bytes)):
-            raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-        try:
-            values = tuple(value)
-        except TypeError:
-            raise TypeError(
-                f"{name} must be an int or a sequence of {n} ints, got {value!r}"
-            ) from None
-        if len(values) != n:
-            raise ValueError(
-                f"{name}={value!r} has {len(values)} values but there are {n} spatial axes"
-            )
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-                raise TypeError(f"{name} must contain integers, got {value!r}")
-        values = tuple(int(v) for v in values)
+    values = int_tuple(value, name, f"an int or a sequence of {n} ints")
+    if _is_int(value):
+        values = values * n
+    elif len(values) != n:
+        raise ValueError(
+            f"{name}={value!r} has {len(values)} values but there are {n} spatial axes"
+        )
     for v in values:
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
@@ -45,18 +54,11 @@ def per_axis_ints(value, n, name, *, minimum=1):
 
 def shape_ints(shape, name="input_shape", *, minimum=1):
     """``shape`` as a tuple of Python ints, each ``>= minimum`` (one int: 1-D)."""
-    if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        values = tuple(shape)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    values = int_tuple(shape, name, "a tuple of ints")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-            raise TypeError(f"{name} must contain integers, got {shape!r}")
         if v < minimum:
             raise ValueError(f"{name} must have lengths >= {minimum}, got {shape!r}")
-    return tuple(int(v) for v in values)
+    return values
 
 
 def check_image(image):
@@ -97,18 +99,11 @@ def normalize_axes(axes, ndim, n_kernel_axes=None):
                 f"kernel has {n_kernel_axes} dimensions but the image has only {ndim} axes"
             )
         return tuple(range(ndim - n_kernel_axes, ndim))
-    if isinstance(axes, (numbers.Integral, np.integer)) and not isinstance(axes, bool):
-        axes = (axes,)
-    try:
-        axes_list = list(axes)
-    except TypeError:
-        raise TypeError(f"axes must be an int or a sequence of ints, got {axes!r}") from None
+    axes_list = int_tuple(axes, "axes")
     if not axes_list:
         raise ValueError(f"axes must name at least one axis, got {axes!r}")
     out = []
     for a in axes_list:
-        if isinstance(a, bool) or not isinstance(a, (numbers.Integral, np.integer)):
-            raise TypeError(f"axes must contain integers, got {axes!r}")
         if not -ndim <= a < ndim:
             raise ValueError(f"axes={axes!r}: axis {a} is out of range for a {ndim}-D image")
         out.append(int(a) % ndim)
