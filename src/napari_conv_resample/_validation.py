@@ -13,14 +13,14 @@ import os
 import numpy as np
 
 
-def _is_int(v):
+def is_int(v):
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
 
 
 def int_tuple(value, name, expected="an int or a sequence of ints"):
     """``value`` as a tuple of Python ints (one int: a 1-tuple); a TypeError
     naming ``name`` for anything else."""
-    if _is_int(value):
+    if is_int(value):
         return (int(value),)
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
@@ -29,7 +29,7 @@ def int_tuple(value, name, expected="an int or a sequence of ints"):
     except TypeError:
         raise TypeError(f"{name} must be {expected}, got {value!r}") from None
     for v in values:
-        if not _is_int(v):
+        if not is_int(v):
             raise TypeError(f"{name} must contain integers, got {value!r}")
     return tuple(int(v) for v in values)
 
@@ -40,7 +40,7 @@ def per_axis_ints(value, n, name, *, minimum=1):
     ``value`` is one int (used for every axis) or a sequence of ``n`` ints.
     """
     values = int_tuple(value, name, f"an int or a sequence of {n} ints")
-    if _is_int(value):
+    if is_int(value):
         values = values * n
     elif len(values) != n:
         raise ValueError(

@@ -19,12 +19,11 @@ coordinate ``s*o + c``; input ``i`` of an upsample sits on output coordinate
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import normalize_axes, per_axis_ints, shape_ints
+from ._validation import is_int, normalize_axes, per_axis_ints, shape_ints
 from .kernels import resolve_kernel
 
 OPS = ("down", "up")
@@ -92,10 +91,6 @@ def natural_up_padding(size, stride, dilation):
     return pad, 2 * pad - crop
 
 
-def _is_int(v):
-    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
-
-
 def parse_padding(padding, n):
     """Normalise an explicit padding to ``n`` ``(lo, hi)`` pairs of ints >= 0.
 
@@ -103,7 +98,7 @@ def parse_padding(padding, n):
     single pair in a sequence (``((lo, hi),)``, the command line's ``lo:hi``)
     is used for every axis, as a single int is.
     """
-    if _is_int(padding):
+    if is_int(padding):
         pairs = [(int(padding), int(padding))] * n
     else:
         try:
@@ -113,7 +108,7 @@ def parse_padding(padding, n):
                 f"padding must be an int, 'same', 'valid', one int per axis or one "
                 f"(lo, hi) pair per axis, got {padding!r}"
             ) from None
-        if len(items) == 1 and n > 1 and not _is_int(items[0]):
+        if len(items) == 1 and n > 1 and not is_int(items[0]):
             items = items * n
         if len(items) != n:
             raise ValueError(
@@ -121,7 +116,7 @@ def parse_padding(padding, n):
             )
         pairs = []
         for item in items:
-            if _is_int(item):
+            if is_int(item):
                 pairs.append((int(item), int(item)))
             else:
                 try:
@@ -130,7 +125,7 @@ def parse_padding(padding, n):
                     raise ValueError(
                         f"padding={padding!r}: each entry must be an int or a (lo, hi) pair"
                     ) from None
-                if not (_is_int(lo) and _is_int(hi)):
+                if not (is_int(lo) and is_int(hi)):
                     raise TypeError(f"padding={padding!r} must contain integers")
                 pairs.append((int(lo), int(hi)))
     for lo, hi in pairs:
