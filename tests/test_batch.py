@@ -391,27 +391,33 @@ def test_an_axis_reduced_to_one_slice_is_kept(tmp_path, capsys, flavor):
 
 def test_an_output_another_run_is_writing_is_skipped(tmp_path, capsys):
     """Two runs into one folder: the second skips what the first is writing
-    (it would remove the first's temporary files); a killed run's lock is taken over."""
-    import socket
-
+    (it would remove the first's temporary files); a killed run's lock is free."""
     d = _inputs(tmp_path, n=2)
     out = tmp_path / "out"
     out.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    held = out / ".f0.tif.lock"
+    holder = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(held)!r}, os.O_CREAT | os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'otherhost 4242')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     try:
-        held = out / ".f0.tif.lock"
-        held.write_text(f"{socket.gethostname()} {sleeper.pid}")
+        assert other.stdout.readline().strip() == "locked"
         code, stdout, _ = run_cli(["down", d, "-o", out, "--json"], capsys)
         report = json.loads(stdout)
         status = {Path(f["input"]).name: f for f in report["files"]}
         assert code == 0 and status["f1.tif"]["status"] == "done"
         assert status["f0.tif"]["status"] == "skipped"
-        assert f"another run ({socket.gethostname()} {sleeper.pid})" in status["f0.tif"]["reason"]
+        assert "another run (otherhost 4242)" in status["f0.tif"]["reason"]
         assert not (out / "f0.tif").exists() and held.exists()
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # The holder is gone: its lock is taken over, and no lock is left behind.
+        other.kill()
+        other.wait()
+    # Its holder was killed: the kernel freed the lock; no lock is left behind.
     code, stdout, _ = run_cli(["down", d, "-o", out, "--json"], capsys)
     assert code == 0 and (out / "f0.tif").exists()
     assert sorted(p.name for p in out.iterdir()) == ["f0.tif", "f1.tif"]
@@ -476,3 +482,32 @@ def test_ome_zarr_channels_and_bioformats2raw_layout(tmp_path, capsys, czyx, ver
     attrs = dict(result.attrs)
     kept = attrs["ome"]["omero"] if version == "0.5" else attrs["omero"]
     assert kept == omero
+
+
+def test_output_locks_exclude_each_other_and_free_on_release(tmp_path):
+    from napari_conv_resample.batch.runner import release_lock, take_lock
+
+    lock = tmp_path / ".x.tif.lock"
+    fd, holder = take_lock(lock)
+    assert fd is not None and holder is None
+    again, holder = take_lock(lock)  # another open file: the kernel lock excludes it
+    assert again is None and str(os.getpid()) in holder
+    release_lock(lock, fd)
+    assert not lock.exists()
+    fd, holder = take_lock(lock)
+    assert fd is not None
+    release_lock(lock, fd)
+
+
+def test_channel_metadata_is_dropped_when_channels_are_resampled(tmp_path, capsys, czyx):
+    omero = {"channels": [{"label": "DAPI"}, {"label": "GFP"}]}
+    meta = ImageMeta("CZYX", (1.0,) * 4, (0.0,) * 4, (None, UM, UM, UM), "ome-zarr")
+    meta.extra.update(ngff_version="0.4", omero=omero)
+    src = tmp_path / "in" / "c.ome.zarr"
+    create_output(src, "ome-zarr", czyx.shape, czyx.dtype, (1, 3, 16, 16), meta)[...] = czyx
+    out = tmp_path / "out"
+    argv = ["down", src, "-o", out, "--axes", "CZYX", "--kernel", "box", "--size", "1"]
+    code, _, err = run_cli(argv + ["--stride", "2,1,1,1", "--padding", "0"], capsys)
+    assert code == 0, err
+    group, *_ = _ngff(out / "c.ome.zarr")
+    assert group["0"].shape[0] == 1 and "omero" not in dict(group.attrs)

@@ -159,3 +159,14 @@ def test_one_int_is_a_1d_shape_and_wide_binomials_are_finite():
     k = ncr.make_kernel("binomial", 2001, ndim=1)
     assert np.isfinite(k).all() and abs(k.sum() - 1) < 1e-12
     np.testing.assert_allclose(ncr.make_kernel("binomial", 5, ndim=1) * 16, [1, 4, 6, 4, 1])
+
+
+def test_lanczos_order_and_index_types_are_checked_first():
+    for a in (float("inf"), None, -1, 1.5):
+        with pytest.raises(ValueError, match="a must be an integer >= 1"):
+            ncr.make_kernel("lanczos", stride=2, a=a)
+    assert ncr.make_kernel("lanczos", stride=2, a=2.0).shape == (8,)
+    with pytest.raises(TypeError, match=r"out_index must contain integers, got \(True, 2\)"):
+        ncr.sampled_mask((4, 5), (True, 2), size=1)
+    rf = ncr.Pipeline([ncr.Stage("down")]).receptive_field((16, 16), (2, 2), upto=np.int64(1))
+    assert rf.shape == (16, 16)

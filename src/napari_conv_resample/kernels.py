@@ -51,6 +51,15 @@ def natural_size(name, stride, *, sigma=None, a=3):
     return 2 * int(a) * s - s % 2  # lanczos
 
 
+def _check_lanczos_order(a):
+    try:
+        ok = not isinstance(a, bool) and float(a) == int(a) and int(a) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"a must be an integer >= 1 for the lanczos kernel, got {a!r}")
+
+
 def _check_name(name):
     if name not in PRESETS:
         raise ValueError(f"kernel={name!r} is not a preset; choose one of {', '.join(PRESETS)}")
@@ -76,8 +85,7 @@ def kernel_profile(name, size, stride, *, sigma=None, a=3):
         return np.array([math.comb(n, int(i)) / top for i in t], dtype=np.float64)
     if name == "bilinear":
         return 1.0 - np.abs(x) / ((size + 1) // 2)
-    if isinstance(a, bool) or a != int(a) or int(a) < 1:
-        raise ValueError(f"a must be an integer >= 1 for the lanczos kernel, got {a!r}")
+    _check_lanczos_order(a)
     u = x / stride
     return np.where(np.abs(u) < a, np.sinc(u) * np.sinc(u / a), 0.0)
 
@@ -140,6 +148,8 @@ def make_kernel(
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'down' or 'up', got {direction!r}")
     _check_name(name)
+    if name == "lanczos":
+        _check_lanczos_order(a)
     for value in (size, stride, dilation, sigma):
         if value is not None and not np.isscalar(value):
             ndim = len(value)

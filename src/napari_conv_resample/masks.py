@@ -75,7 +75,7 @@ def adjoint(y, spec):
 
 def one_hot(shape, index, name="out_index"):
     """Float64 array of ``shape`` with a single 1 at ``index`` (negative allowed)."""
-    index = shape_ints(tuple(np.atleast_1d(index).tolist()), name, minimum=-(1 << 62))
+    index = shape_ints(index, name, minimum=-(1 << 62))
     if len(index) != len(shape):
         raise ValueError(f"{name}={index!r} needs {len(shape)} entries for shape {shape}")
     for i, n in zip(index, shape):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_image
+from ._validation import check_image, is_int
 from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, bounding_box, one_hot, ones_kernel
@@ -209,9 +209,7 @@ class Pipeline:
         numpy.ndarray of int64
             Counts on the input grid; 0 inside the field's box is a hole.
         """
-        if upto is not None and not (
-            isinstance(upto, int) and not isinstance(upto, bool) and 1 <= upto <= len(self.stages)
-        ):
+        if upto is not None and not (is_int(upto) and 1 <= upto <= len(self.stages)):
             raise ValueError(f"upto must be 1 .. {len(self.stages)} (stages), got {upto!r}")
         specs = self._path_specs(input_shape)[:upto]
         return _pull_back(one_hot(specs[-1].output_shape, out_index), specs)

@@ -120,9 +120,16 @@ class TiffSource:
         Such a file (tifffile's default: one strip per page) is one chunk for
         the zarr view, so every region would read the whole image.
         """
-        if self._mapped is None and self._series.dataoffset is not None:
-            self._mapped = tifffile.memmap(self.path, series=0, mode="r").reshape(self.shape)
-        return self._mapped
+        if self._mapped is None:
+            self._mapped = False  # tried: a file that cannot be mapped is read through zarr
+            # Native byte order only: napari and the arithmetic want it as it is.
+            if self._series.dataoffset is not None and self.dtype.isnative:
+                try:
+                    mapped = tifffile.memmap(self.path, series=0, mode="r")
+                    self._mapped = mapped.reshape(self.shape)
+                except (ValueError, OSError):  # e.g. a truncated file
+                    pass
+        return self._mapped if self._mapped is not False else None
 
     def region(self, index):
         """``image[index]`` (a tuple of slices) read lazily."""
@@ -161,6 +168,7 @@ class TiffSource:
         return kept
 
     def close(self):
+        self._mapped = None
         self._tif.close()
 
     def __enter__(self):

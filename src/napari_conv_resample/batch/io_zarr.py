@@ -178,8 +178,9 @@ def _ngff_axes(meta):
     return out
 
 
-def ngff_attrs(meta, version="0.4", name=None):
-    """Group attributes of a single-scale OME-Zarr image placed by ``meta``."""
+def ngff_attrs(meta, version="0.4", name=None, shape=None):
+    """Group attributes of a single-scale OME-Zarr image placed by ``meta``
+    (``shape``: the array's, to check the channel metadata against)."""
     ms = {
         "axes": _ngff_axes(meta),
         "datasets": [
@@ -194,11 +195,22 @@ def ngff_attrs(meta, version="0.4", name=None):
         "name": name or "image",
     }
     omero = meta.extra.get("omero")
-    extra = {"omero": omero} if isinstance(omero, dict) else {}
+    extra = {}
+    if isinstance(omero, dict) and _channels_match(omero, meta.axes, shape):
+        extra["omero"] = omero
     if version == "0.5":
         return {"ome": {"version": "0.5", "multiscales": [ms], **extra}}
     ms["version"] = version
     return {"multiscales": [ms], **extra}
+
+
+def _channels_match(omero, axes, shape):
+    """Whether ``omero`` describes as many channels as the image has (a
+    resampled channel axis, ``--axes CZYX``, can change their number)."""
+    channels = omero.get("channels")
+    if "C" not in axes or shape is None or not isinstance(channels, list):
+        return False
+    return len(channels) == shape[axes.index("C")]
 
 
 def ngff_order(axes):
@@ -288,7 +300,7 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         version = version if version in NGFF_VERSIONS else "0.4"
         fmt = 3 if version == "0.5" else 2
         group = zarr.open_group(path, mode="w", zarr_format=fmt)
-        group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name")))
+        group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name"), shape))
         if fmt == 3:
             kw = {"dimension_names": [a.lower() for a in meta.axes]}
         else:

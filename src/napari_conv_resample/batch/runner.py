@@ -8,6 +8,7 @@ the files without one. Inputs are never written to.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -208,21 +209,20 @@ def process(found, options, *, client=None, chunk_progress=None):
     tmp = partial_path(final)
     scratch = final.with_name(f".{final.name}.scratch.zarr")
     lock = final.with_name(f".{final.name}.lock")
-    owned = False  # this run holds the lock: the temporary files are its own
+    # The lock's descriptor once this run holds it: then the temporary files are its own.
+    owned = None
     try:
         with open_source(found.path) as src:
             plan = _plan(src, found, options)
             res.info = {k: v for k, v in plan.items() if not k.startswith("_")}
             final.parent.mkdir(parents=True, exist_ok=True)
-            holder = take_lock(lock)
-            if holder is not None:
+            owned, holder = take_lock(lock)
+            if owned is None:
                 res.status = "skipped"
                 res.reason = (
-                    f"another run ({holder}) is writing this output now; "
-                    f"if that run is gone, delete {lock}"
+                    f"another run ({holder}) is writing this output now; run again when it is done"
                 )
                 return res
-            owned = True
             if final.exists() and not options.overwrite:  # that other run finished it
                 res.status, res.reason = "skipped", "output exists (use --overwrite to redo)"
                 return res
@@ -234,7 +234,7 @@ def process(found, options, *, client=None, chunk_progress=None):
             res.info["chunks"] = chunks_used
         _commit(tmp, final)
     except KeyboardInterrupt:
-        if owned:
+        if owned is not None:
             _remove(tmp)
             _remove(scratch)
         raise
@@ -243,53 +243,57 @@ def process(found, options, *, client=None, chunk_progress=None):
         res.reason = f"{type(exc).__name__}: {exc}"
         res.info["traceback"] = traceback.format_exc(limit=4)
         res.output = None
-        if owned:
+        if owned is not None:
             _remove(tmp)
     finally:
-        if owned:
+        if owned is not None:
             _remove(scratch)
-            _remove(lock)
+            release_lock(lock, owned)
         res.seconds = time.perf_counter() - t0
     return res
 
 
-def _alive(pid):
-    """Whether process ``pid`` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def take_lock(lock):
-    """Create ``lock`` (holding ``host pid``) for this run; ``None`` if it is
-    now this run's, else who holds it.
+    """Hold an exclusive lock on the file ``lock`` for this run.
 
-    Runs writing the same output (two batches into one folder) would remove
-    each other's temporary files: the second one skips the file instead. A
-    lock left by a killed run on this machine is taken over.
+    Returns ``(fd, None)`` when it is this run's (give it back with
+    :func:`release_lock`), else ``(None, holder)``. Runs writing the same
+    output (two batches into one folder) would remove each other's temporary
+    files: the second one skips the file instead. The lock is the kernel's
+    (``flock``), so a killed run's is free at once; the file only names the
+    holder for the message.
     """
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
+    me = f"{socket.gethostname()} {os.getpid()}".encode()
+    for _ in range(5):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = Path(lock).read_text().strip()
-            except OSError:
-                holder = ""
-            host, _, pid = holder.partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                _remove(lock)
-                continue
-            return holder or "unknown"
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return None
-    return "unknown"
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return None, holder or "unknown"
+        try:
+            # The holder we raced with may have removed this path (and another
+            # run made it anew): the lock counts only on the file there now.
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+        return fd, None
+    return None, "unknown"
+
+
+def release_lock(lock, fd):
+    """Remove ``lock`` (while holding it, so no run locks the old file) and let go."""
+    try:
+        os.unlink(lock)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_progress):
