@@ -382,13 +382,6 @@ def place_output(spec, scale=None, translate=None, linear=None):
         raise ValueError(f"scale={scale!r} must have one entry per image axis ({ndim})")
     if len(translate) != ndim:
         raise ValueError(f"translate={translate!r} must have one entry per image axis ({ndim})")
-    if linear is not None:
-        linear = np.asarray(linear, dtype=np.float64)
-        if linear.shape != (ndim, ndim):
-            raise ValueError(
-                f"linear must be a ({ndim}, {ndim}) matrix (rotate @ shear), "
-                f"got shape {linear.shape}"
-            )
     new_scale = list(scale)
     # The output grid's first pixel, in the input's scaled data coordinates.
     shift = np.zeros(ndim)
@@ -399,10 +392,22 @@ def place_output(spec, scale=None, translate=None, linear=None):
         else:
             new_scale[a] = scale[a] / s
             shift[a] = -scale[a] * c / s
-    if linear is not None:
-        shift = linear @ shift
-    new_translate = tuple(float(t + d) for t, d in zip(translate, shift))
+    new_translate = tuple(float(t + d) for t, d in zip(translate, _turned(shift, linear)))
     return tuple(new_scale), new_translate
+
+
+def _turned(shift, linear):
+    """``shift`` (scaled data units) in world units: turned by ``linear``
+    (rotate @ shear, one row and column per entry of ``shift``) if given."""
+    if linear is None:
+        return shift
+    linear = np.asarray(linear, dtype=np.float64)
+    n = len(shift)
+    if linear.shape != (n, n):
+        raise ValueError(
+            f"linear must be a ({n}, {n}) matrix (rotate @ shear), got shape {linear.shape}"
+        )
+    return linear @ shift
 
 
 def output_geometry(op, input_shape, *, scale=None, translate=None, linear=None, **params):
@@ -447,9 +452,7 @@ def zero_inserted_placement(spec, scale_out, translate_out, linear=None):
     shift = np.array(
         [s * (c + lo) for s, c, lo in zip(scale_out, spec.center_offset, spec.pad_lo)]
     )
-    if linear is not None:
-        shift = np.asarray(linear, dtype=np.float64) @ shift
-    translate = tuple(float(t - d) for t, d in zip(translate_out, shift))
+    translate = tuple(float(t - d) for t, d in zip(translate_out, _turned(shift, linear)))
     return tuple(scale_out), translate
 
 

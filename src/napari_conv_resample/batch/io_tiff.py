@@ -59,20 +59,17 @@ def _declared_axes(tif):
     return words[0].upper() if words else None
 
 
-def _unsqueezed(axes, shape, declared):
-    """``shape`` with the length-1 axes of ``declared`` that ``axes`` lacks put
-    back, or ``None`` if ``axes`` is not ``declared`` less some axes."""
+def _kept_axes(axes, declared):
+    """Per axis of ``declared``: whether the stored ``axes`` have it; ``None``
+    unless ``axes`` are ``declared`` less some axes."""
     if declared is None or declared == axes or len(set(declared)) != len(declared):
         return None
-    it = iter(zip(axes, shape))
-    out, pending = [], next(it, None)
+    kept, i = [], 0
     for letter in declared:
-        if pending is not None and pending[0] == letter:
-            out.append(pending[1])
-            pending = next(it, None)
-        else:
-            out.append(1)
-    return tuple(out) if pending is None else None
+        hit = i < len(axes) and axes[i] == letter
+        kept.append(hit)
+        i += hit
+    return kept if i == len(axes) else None
 
 
 class TiffSource:
@@ -90,18 +87,19 @@ class TiffSource:
                 raise ValueError(f"the TIFF file holds no readable image{log.text()}")
         try:
             self._series = self._tif.series[0]
-            self._stored = tuple(int(n) for n in self._series.shape)
-            self.shape = self._stored
+            self.shape = tuple(int(n) for n in self._series.shape)
             self.dtype = np.dtype(self._series.dtype)
             if not self.shape or 0 in self.shape:
                 raise ValueError(f"the TIFF image is empty (shape {self.shape})")
             axes = self._series.axes.upper()
             declared = _declared_axes(self._tif)
-            full = _unsqueezed(axes, self.shape, declared)
-            if full is not None:
+            self._kept = _kept_axes(axes, declared)
+            if self._kept is not None:
                 # Length-1 axes this tool wrote (a stack reduced to one
                 # slice): keep them, with their scale and origin.
-                self.shape, axes = full, declared
+                sizes = iter(self.shape)
+                self.shape = tuple(next(sizes) if k else 1 for k in self._kept)
+                axes = declared
             self.meta = read_meta(self._tif, self._series, axes)
             self._zarr = None
             self._mapped = None
@@ -146,26 +144,14 @@ class TiffSource:
             import zarr
 
             self._zarr = zarr.open(self._series.aszarr(), mode="r")
-        if self.shape == self._stored:
+        if self._kept is None:
             return np.asarray(self._zarr[index])
         # The stored array lacks the length-1 axes put back: index it without them.
         index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
-        stored = tuple(ix for ix, keep in zip(index, self._kept_axes()) if keep)
+        stored = tuple(ix for ix, keep in zip(index, self._kept) if keep)
         part = np.asarray(self._zarr[stored])
         shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
         return part.reshape(shape)
-
-    def _kept_axes(self):
-        """Per axis of :attr:`shape`: whether the stored array has it."""
-        stored = self._series.axes.upper()
-        it = iter(stored)
-        pending = next(it, None)
-        kept = []
-        for letter in self.meta.axes:
-            kept.append(letter == pending)
-            if letter == pending:
-                pending = next(it, None)
-        return kept
 
     def close(self):
         self._mapped = None
