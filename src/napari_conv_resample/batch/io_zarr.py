@@ -118,8 +118,9 @@ class ZarrSource:
                     "ngff_version": str(version),
                     "axes_md": axes_md,
                     "name": ms0.get("name"),
-                    # Channel names, colours and display windows: channels are never
-                    # resampled and presets keep intensities, so they still hold.
+                    # Channel names, colours and display windows: presets keep
+                    # intensities, so they hold while the channels do (ngff_attrs
+                    # drops them if resampling changed their number).
                     "omero": _ome_attr(node.attrs, "omero"),
                 },
             )

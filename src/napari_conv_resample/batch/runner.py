@@ -198,13 +198,17 @@ def use_chunks(src, options):
     return int(np.prod(src.shape, dtype=np.float64)) * 4 > IN_MEMORY_BYTES
 
 
+#: Why a file whose output is there is skipped (before and after taking its lock).
+OUTPUT_EXISTS = "output exists (use --overwrite to redo)"
+
+
 def process(found, options, *, client=None, chunk_progress=None):
     """Process one input; never raises for a bad file (the result says why)."""
     t0 = time.perf_counter()
     final = output_path(found, options)
     res = Result(str(found.path), str(final), "done")
     if final.exists() and not options.overwrite:
-        res.status, res.reason = "skipped", "output exists (use --overwrite to redo)"
+        res.status, res.reason = "skipped", OUTPUT_EXISTS
         return res
     tmp = partial_path(final)
     scratch = final.with_name(f".{final.name}.scratch.zarr")
@@ -224,7 +228,7 @@ def process(found, options, *, client=None, chunk_progress=None):
                 )
                 return res
             if final.exists() and not options.overwrite:  # that other run finished it
-                res.status, res.reason = "skipped", "output exists (use --overwrite to redo)"
+                res.status, res.reason = "skipped", OUTPUT_EXISTS
                 return res
             _remove(tmp)
             _remove(scratch)
