@@ -511,3 +511,59 @@ def test_channel_metadata_is_dropped_when_channels_are_resampled(tmp_path, capsy
     assert code == 0, err
     group, *_ = _ngff(out / "c.ome.zarr")
     assert group["0"].shape[0] == 1 and "omero" not in dict(group.attrs)
+
+
+def test_ctrl_c_with_workers_cancels_chunks_and_keeps_nothing(tmp_path):
+    """SIGINT while a local dask cluster writes chunks: exit 130, the chunks are
+    cancelled, and neither the partial output nor the lock is left behind."""
+    pytest.importorskip("distributed")
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    data = rng.random((600, 600)).astype(np.float32)
+    tifffile.imwrite(d / "big.tif", data)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "napari_conv_resample", "down", str(d), "-o", str(out)]
+    argv += ["--chunks", "4", "--no-progress", "--format", "ome-zarr", "--workers", "2"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = out / ".big.ome.zarr.partial"
+    deadline = time.time() + 120
+    # Wait until workers have written chunks (more than the array's metadata).
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists() and sum(1 for _ in partial.rglob("*")) > 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"interrupted" in stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # no partial, scratch or lock
+    np.testing.assert_array_equal(tifffile.imread(d / "big.tif"), data)  # input intact
+
+
+def test_ctrl_c_swallowed_by_a_callback_still_stops_the_run(tmp_path, capsys, monkeypatch):
+    """Python drops a KeyboardInterrupt raised in a gc or __del__ callback;
+    the run must stop at its next chunk all the same."""
+    d = _inputs(tmp_path, n=2)
+    out = tmp_path / "out"
+    real = chunked.compute_region
+    calls = {"n": 0}
+
+    def swallowing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            try:  # what an "Exception ignored in ..." callback does to it
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "compute_region", swallowing)
+    code, _, stderr = run_cli(["down", d, "-o", out, "--chunks", "2,16,16"], capsys)
+    assert code == 130 and "interrupted" in stderr
+    assert calls["n"] == 2  # stopped at the chunk after the interrupt
+    assert list(out.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -478,9 +481,45 @@ def _client(options):
             threads_per_worker=1,
             dashboard_address=None,
             host="127.0.0.1",
+            # A failed chunk is reported once, in the file's result; the
+            # workers' and scheduler's own logs of it (and of chunks cancelled
+            # by Ctrl-C) are noise here.
+            silence_logs=logging.CRITICAL,
         )
         return Client(cluster), cluster
     return None, None
+
+
+class _InterruptFlag:
+    """Ctrl-C that is not lost.
+
+    Python ignores a KeyboardInterrupt raised inside a garbage-collector or
+    ``__del__`` callback (dask's run some), and the run would go on to finish.
+    While installed, Ctrl-C also sets a flag that :meth:`check` (called per
+    chunk and per file) turns into a KeyboardInterrupt.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 def _run_batch(found, options, args, out, err, process, summarize):
@@ -493,6 +532,7 @@ def _run_batch(found, options, args, out, err, process, summarize):
         client, cluster = _client(options)
     except Exception as exc:
         raise UsageError(f"cannot reach the dask cluster: {type(exc).__name__}: {exc}") from None
+    interrupt = _InterruptFlag()
     try:
         files_bar = tqdm(total=len(found), unit="file", desc="files", file=err, disable=disable)
         chunk_bar = tqdm(
@@ -500,12 +540,14 @@ def _run_batch(found, options, args, out, err, process, summarize):
         )
 
         def chunk_progress(step, total):
+            interrupt.check()
             if total is not None:
                 chunk_bar.reset(total=total)
             if step:
                 chunk_bar.update(step)
 
         for f in found:
+            interrupt.check()
             files_bar.set_postfix_str(f.path.name, refresh=False)
             r = process(f, options, client=client, chunk_progress=chunk_progress)
             results.append(r)
@@ -515,6 +557,7 @@ def _run_batch(found, options, args, out, err, process, summarize):
         chunk_bar.close()
         files_bar.close()
     finally:
+        interrupt.restore()
         if client is not None:
             client.close()
         if cluster is not None:

@@ -343,29 +343,39 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
         from distributed import as_completed
 
         store_path = str(scratch if fmt == "tiff" else _array_path(tmp, fmt))
-        futures = [
-            client.submit(
-                _remote_chunk,
-                str(found.path),
-                store_path,
-                specs,
-                region,
-                kwargs,
-                getattr(target, "perm", None),
-                pure=False,
-            )
-            for region in regions
-        ]
+        gate = Path(tmp).with_name(Path(tmp).name + ".writers")
+        gate.touch()
+        futures = []
         try:
+            # Submitted one by one inside the try: an interrupt while
+            # submitting must cancel those already running too.
+            for region in regions:
+                futures.append(
+                    client.submit(
+                        _remote_chunk,
+                        str(found.path),
+                        store_path,
+                        specs,
+                        region,
+                        kwargs,
+                        getattr(target, "perm", None),
+                        str(gate),
+                        pure=False,
+                    )
+                )
             for fut in as_completed(futures):
                 fut.result()
                 if chunk_progress is not None:
                     chunk_progress(1, None)
         except BaseException:
-            # Ctrl-C or a failed chunk: stop the rest before the partial
+            # Ctrl-C or a failed chunk: stop the rest, and wait for the chunks
+            # being written (a cancelled task runs on), before the partial
             # output is removed.
             client.cancel(futures)
+            close_gate(gate)
             raise
+        finally:
+            _remove(gate)
     if fmt == "tiff":
         flavor_meta = output_meta_flavor(meta_out, None)
         written = _tiff_flavor_written(flavor_meta, dtype)
@@ -433,8 +443,9 @@ def _tiff_pieces(arr, meta, dtype):
 _SOURCES = {}
 
 
-def _remote_chunk(path, store_path, specs, region, kwargs, perm=None):
-    """One chunk on a dask worker: read its halo, compute, write its output chunk."""
+def _remote_chunk(path, store_path, specs, region, kwargs, perm, gate):
+    """One chunk on a dask worker: read its halo, compute, write its output chunk
+    (through ``gate``: see :func:`write_through_gate`)."""
     src = _SOURCES.get(path)
     if src is None:
         if len(_SOURCES) > 4:
@@ -443,9 +454,42 @@ def _remote_chunk(path, store_path, specs, region, kwargs, perm=None):
             _SOURCES.clear()
         src = _SOURCES[path] = open_source(path)
     out = chunked.compute_region(specs, src.region, region, **kwargs)
-    arr = open_output(store_path, perm)
-    arr[tuple(slice(a, b) for a, b in region)] = out
+    index = tuple(slice(a, b) for a, b in region)
+    write_through_gate(gate, lambda: open_output(store_path, perm).__setitem__(index, out))
     return out.shape
+
+
+def write_through_gate(gate, write):
+    """Call ``write()`` while holding the file ``gate`` shared.
+
+    A run that stops takes the gate exclusively (:func:`close_gate`), which
+    waits for the writes in flight, and removes it: a chunk computed after
+    that raises instead of writing into an output being removed.
+    """
+    try:
+        fd = os.open(gate, os.O_RDONLY)
+    except FileNotFoundError:
+        raise RuntimeError(f"the run writing {gate} has stopped") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if os.fstat(fd).st_nlink == 0:  # removed while this chunk waited
+            raise RuntimeError(f"the run writing {gate} has stopped")
+        write()
+    finally:
+        os.close(fd)
+
+
+def close_gate(gate):
+    """Wait for the writes through ``gate`` in flight, then stop later ones."""
+    try:
+        fd = os.open(gate, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.unlink(gate)
+    finally:
+        os.close(fd)
 
 
 def summarize(results, seconds):
