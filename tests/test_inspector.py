@@ -427,3 +427,88 @@ def test_closed_resample_widgets_are_freed(make_napari_viewer):
     viewer.add_image(np.zeros((8, 8), np.float32))  # the dead connections go
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+def test_rotated_time_lapse_overlays_turn_with_the_plane(make_napari_viewer):
+    """A TYX layer rotated in its YX plane: the (YX) overlays and picks carry
+    that rotation, as they do for a plain 2-D input."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(4)
+    turn = np.eye(3)
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    turn[1:, 1:] = [[c, -s], [s, c]]
+    movie = viewer.add_image(
+        rng.random((4, 30, 34)).astype(np.float32),
+        scale=(1, 0.5, 0.4),
+        translate=(0, 2, -1),
+        rotate=turn,
+        affine=np.diag([1.0, 1.5, 1.5, 1.0]),
+    )
+    down = DownsampleWidget(viewer)
+    down.image.value = movie
+    down.spatial_dims.value = 2
+    result = down.run(blocking=True)
+    ins = SamplingInspector(viewer)
+    ins.image.value = movie
+    ins.spatial_dims.value = 2
+    ins.load_from_layer(result)
+    target = ins.update((5, 7))
+    picked = ins.layers["picked"]
+    assert picked.ndim == 2
+    np.testing.assert_allclose(
+        picked.data_to_world(picked.data[0]), result.data_to_world((0, *target))[1:], atol=1e-9
+    )
+    rf = ins.layers["receptive_field"]
+    centre = np.argwhere(rf.data > 0).mean(axis=0)
+    np.testing.assert_allclose(
+        rf.data_to_world(centre), movie.data_to_world((0, *centre))[1:], atol=1e-9
+    )
+    # a click on a result pixel picks it, and the marker lands on it
+    world = result.data_to_world((2, 3, 4))
+    click(viewer, world)
+    assert ins.out_index_value == (3, 4)
+    picked = ins.layers["picked"]
+    np.testing.assert_allclose(picked.data_to_world(picked.data[0]), world[1:], atol=1e-9)
+    # a rotation that mixes time with space cannot be drawn on YX overlays
+    mixed = np.eye(3)
+    mixed[:2, :2] = [[c, -s], [s, c]]
+    movie.rotate = mixed
+    ins.update(None)
+    np.testing.assert_allclose(ins.layers["picked"].rotate, np.eye(2), atol=1e-12)
+
+
+def test_chain_edits_keep_the_pick_only_where_it_fits(make_napari_viewer):
+    """A pick outside a changed chain's output falls back to the centre; a
+    stage the input refuses is not added; a typed index of the wrong length or
+    with fractions is an error naming out_index."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.random.default_rng(6).random((60, 64)).astype(np.float32))
+    ins = SamplingInspector(viewer)
+    ins.image.value = layer
+    ins.set_pipeline([Stage("up", kernel="bilinear", stride=2)])
+    assert ins.update((100, 110)) == (100, 110)
+    ins.clear_button.changed.emit(True)
+    ins.op.value = "down"
+    ins._add_clicked()
+    assert ins.out_index_value == (15, 16)  # the centre of the 30x32 output
+    np.testing.assert_array_equal(ins.layers["picked"].data, [[15, 16]])
+
+    n = len(notification_manager.records)
+    ins.stride.value = "0"
+    ins._add_clicked()
+    assert len(ins.pipeline.stages) == 1  # refused, not kept
+    ins.stride.value = "2"
+    ins._add_clicked()
+    assert len(ins.pipeline.stages) == 2
+    for text in ("5,6,7", "3", "2.5,3"):
+        ins.out_index.value = text
+        ins._show_clicked()
+    errors = [
+        r.message
+        for r in notification_manager.records[n:]
+        if r.severity == NotificationSeverity.ERROR
+    ]
+    assert len(errors) == 4 and all("out_index" in m for m in errors[1:]), errors
+    assert "stride" in errors[0] and "0" in errors[0]
+    assert ins.out_index_value == (7, 8)  # the new chain's centre, kept

@@ -33,6 +33,7 @@ from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject
 
+from .._validation import int_tuple
 from ..geometry import DEFAULTS, MODES, zero_inserted_placement
 from ..kernels import PRESETS
 from ..masks import bounding_box, overlap_map, sampled_mask, zero_inserted
@@ -346,15 +347,28 @@ class SamplingInspector(W.Container):
     def _add_clicked(self):
         stage = self._guard(self.stage_from_editor)
         if stage is not None:
-            stages = (self.pipeline.stages if self.pipeline else []) + [stage]
-            self.set_pipeline(stages)
-            self._guard(lambda: self.update(None, blocking=False))
+            self._guard(self.add_stage, stage)
+
+    def add_stage(self, stage):
+        """Append ``stage`` to the chain and show it; a stage the input's grid
+        refuses (stride 0, too little input for its kernel) is not kept."""
+        before = self.pipeline
+        self.set_pipeline((before.stages if before else []) + [stage])
+        try:
+            self.update(None, blocking=False)
+        except Exception:
+            self.set_pipeline(before)
+            raise
 
     def _show_clicked(self):
         text = self.out_index.value.strip()
         index = None if not text else self._guard(parse_value, text, "out_index")
         if text and index is None:
             return  # not a pixel index: the error is shown
+        if index is not None and tuple(np.atleast_1d(index)) == self.out_index_value:
+            # The field still shows the last pick (perhaps of another chain or
+            # input): as an empty field, it keeps it where it fits.
+            index = None
         self._guard(lambda: self.update(index, blocking=False))
 
     # ---- geometry of the chain on the input layer
@@ -428,16 +442,24 @@ class SamplingInspector(W.Container):
         """
         layer, axes, shape, scale, translate = self._grid()
         # Every stage keeps the input's rotation and shear (place_output).
-        linear = None
-        if layer.ndim == len(axes):
-            linear = rotate_shear(layer)[np.ix_(axes, axes)]
+        linear, extra = self._spatial_transforms(layer, axes)
         rows = chain_geometry(self.pipeline, shape, scale, translate, linear)
         out_shape = rows[-1][1]
         if out_index is None:
-            out_index = self.out_index_value
-        if out_index is None or len(np.atleast_1d(out_index)) != len(out_shape):
-            out_index = tuple(n // 2 for n in out_shape)
-        out_index = tuple(int(i) for i in np.atleast_1d(out_index))
+            # The last pick, while it is a pixel of this chain's output (the
+            # chain or the input may have changed since), else the centre.
+            last = self.out_index_value
+            fits = last is not None and len(last) == len(out_shape)
+            if fits and all(0 <= i < n for i, n in zip(last, out_shape)):
+                out_index = last
+            else:
+                out_index = tuple(n // 2 for n in out_shape)
+        out_index = int_tuple(out_index, "out_index", "a pixel index (ints)")
+        if len(out_index) != len(out_shape):
+            raise ValueError(
+                f"out_index {out_index} has {len(out_index)} values; the final output "
+                f"has {len(out_shape)} axes (shape {out_shape})"
+            )
         if not all(0 <= i < n for i, n in zip(out_index, out_shape)):
             raise ValueError(
                 f"output pixel {out_index} is outside the final output of shape {out_shape}"
@@ -447,7 +469,6 @@ class SamplingInspector(W.Container):
         ups = [i for i, st in enumerate(self.pipeline.stages) if st.op == "up"]
         image = self._current_image() if ups else None
         job = (self.pipeline, shape, scale, translate, rows, out_index, image, linear)
-        extra = self._layer_transforms(layer, len(axes))
         units = getattr(layer, "units", None)
         if units is not None:
             extra["units"] = tuple(str(units[a]) for a in axes)
@@ -712,15 +733,27 @@ class SamplingInspector(W.Container):
         )
 
     @staticmethod
-    def _layer_transforms(layer, n):
-        """The input's rotate/shear/affine when the overlays have its dimensions."""
-        if layer.ndim != n:
-            return {}
-        return {
-            "rotate": np.asarray(layer.rotate),
-            "shear": np.asarray(layer.shear),
-            "affine": np.asarray(layer.affine.affine_matrix),
-        }
+    def _spatial_transforms(layer, axes):
+        """The input's rotate @ shear on its spatial ``axes`` and the overlay
+        layers' rotate/shear/affine (their spatial blocks: overlays have only
+        the spatial axes, e.g. YX of a TYX time-lapse).
+
+        ``(None, {})`` when a transform mixes spatial with other axes (a
+        rotation between T and Y): no spatial-only layer can follow it.
+        """
+        n = layer.ndim
+        rotate, shear = rotate_shear(layer, parts=True)
+        aff = np.asarray(layer.affine.affine_matrix, dtype=float)
+        others = [a for a in range(n) if a not in axes]
+        for m in (rotate, shear, aff[:n, :n]):
+            if np.abs(m[np.ix_(axes, others)]).max(initial=0) > 1e-12:
+                return None, {}
+            if np.abs(m[np.ix_(others, axes)]).max(initial=0) > 1e-12:
+                return None, {}
+        spatial = np.ix_(axes, axes)
+        homog = np.ix_(list(axes) + [n], list(axes) + [n])
+        extra = {"rotate": rotate[spatial], "shear": shear[spatial], "affine": aff[homog]}
+        return rotate[spatial] @ shear[spatial], extra
 
     def _remove(self, key):
         lyr = self.layers.pop(key, None)

@@ -177,21 +177,29 @@ def follow_layer_names(viewer, refresh):
     viewer.layers.events.removed.connect(call)
 
 
-def rotate_shear(layer, ndim=None):
+def rotate_shear(layer, ndim=None, *, parts=False):
     """The layer's ``rotate @ shear`` as one matrix over its ``ndim`` array axes.
 
     napari maps data to world as ``translate + rotate @ shear @ (scale * index)``
     (then the layer's ``affine``); an RGB layer's colour axis gets identity.
+    With ``parts=True``, the two matrices ``(rotate, shear)`` (napari keeps
+    the shear as its upper triangle).
     """
     from napari.utils.transforms import CompositeAffine
 
     n = len(layer.scale)
-    linear = CompositeAffine(
-        scale=np.ones(n), translate=np.zeros(n), rotate=layer.rotate, shear=layer.shear, ndim=n
-    ).linear_matrix
-    full = np.eye(n if ndim is None else ndim)
-    full[:n, :n] = linear
-    return full
+    mats = [
+        CompositeAffine(
+            scale=np.ones(n), translate=np.zeros(n), ndim=n, **{name: value}
+        ).linear_matrix
+        for name, value in (("rotate", layer.rotate), ("shear", layer.shear))
+    ]
+    out = []
+    for m in mats if parts else [mats[0] @ mats[1]]:
+        full = np.eye(n if ndim is None else ndim)
+        full[:n, :n] = m
+        out.append(full)
+    return tuple(out) if parts else out[0]
 
 
 def _world_kwargs(layer):
