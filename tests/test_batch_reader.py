@@ -211,3 +211,29 @@ def test_down_then_up_lands_on_the_input_grid(tmp_path, capsys, inputs, viewer_o
     np.testing.assert_allclose(lout.scale, lin.scale)
     np.testing.assert_allclose(lout.translate, lin.translate)
     assert lout.data.shape == lin.data.shape
+
+
+def test_planar_rgb_and_two_sample_tiffs_open(tmp_path, capsys, viewer_open):
+    """Samples stored by plane (SYX) open as RGB; two samples per pixel open as
+    two channel layers; inputs and the batch tool's outputs alike."""
+    rng = np.random.default_rng(8)
+    d = tmp_path / "in"
+    d.mkdir()
+    planar = (rng.random((3, 32, 40)) * 255).astype(np.uint8)
+    tifffile.imwrite(d / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    pairs = (rng.random((32, 40, 2)) * 255).astype(np.uint8)
+    tifffile.imwrite(d / "pairs.tif", pairs, photometric="minisblack", extrasamples=[0])
+    out = tmp_path / "out"
+    assert main(["down", str(d), "-o", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    (layer,) = viewer_open(d / "planar.tif")
+    assert layer.rgb
+    np.testing.assert_array_equal(layer.data, np.moveaxis(planar, 0, -1))
+    (layer,) = viewer_open(out / "planar.tif")
+    assert layer.rgb and layer.data.shape == (16, 20, 3)
+    want = dilated_downsample(planar, axes=(1, 2))
+    np.testing.assert_array_equal(layer.data, np.moveaxis(want, 0, -1))
+    for path, shape in ((d / "pairs.tif", (32, 40)), (out / "pairs.tif", (16, 20))):
+        layers = viewer_open(path)
+        assert len(layers) == 2 and not layers[0].rgb
+        assert [lyr.data.shape for lyr in layers] == [shape, shape]
+    np.testing.assert_array_equal(viewer_open(d / "pairs.tif")[1].data, pairs[..., 1])

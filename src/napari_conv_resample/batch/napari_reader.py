@@ -91,14 +91,25 @@ def layer_data(path):
         "units": tuple(meta.units[i] or "pixel" for i in keep),
         "metadata": {"source": str(p), "axes": axes, "conv_resample_meta": meta.to_dict()},
     }
+    channels = axes.index("C") if "C" in axes else None
     if "S" in axes:
-        if axes.index("S") != len(axes) - 1 or data.shape[-1] not in (3, 4):
-            raise ValueError(f"{p}: samples axis 'S' must be last with 3 or 4 values")
-        kwargs["rgb"] = True
-    if "C" in axes:
-        kwargs["channel_axis"] = axes.index("C")
-        n = data.shape[kwargs["channel_axis"]]
-        kwargs["name"] = [f"{name} [c{i}]" for i in range(n)]
+        s = axes.index("S")
+        if data.shape[s] in (3, 4):
+            # RGB(A), also stored by plane (SYX): napari wants it last.
+            data = np.moveaxis(data, s, -1) if s != len(axes) - 1 else data
+            kwargs["rgb"] = True
+            if channels is not None and channels > s:
+                channels -= 1
+        elif channels is None:
+            channels = s  # e.g. two samples per pixel: shown as channels
+        else:
+            raise ValueError(
+                f"{p}: axes {axes!r}: cannot show {data.shape[s]} samples per pixel "
+                "besides a channel axis (only RGB/RGBA samples)"
+            )
+    if channels is not None:
+        kwargs["channel_axis"] = channels
+        kwargs["name"] = [f"{name} [c{i}]" for i in range(data.shape[channels])]
     return [(data, kwargs, "image")]
 
 
