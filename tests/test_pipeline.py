@@ -246,3 +246,31 @@ def test_summary_without_a_shape_reports_offsets_on_the_shape_it_names():
     again = p.summary(rows[-1]["input_shape"])
     assert [r["start_offset"] for r in rows] == [r["start_offset"] for r in again]
     assert [r["holes"] for r in rows] == [r["holes"] for r in again]
+
+
+def test_spatial_dims_filters_the_last_spatial_axes(tmp_path):
+    """``spatial_dims=2`` filters YX of a ZYX stack whatever axes it is given,
+    round-trips through a recipe (version 2) and is checked."""
+    rng = np.random.default_rng(3)
+    stack = rng.random((5, 16, 18)).astype(np.float32)
+    stage = Stage("down", kernel="box", size=2, stride=2, padding=0)
+    planes = Pipeline([stage], spatial_dims=2)
+    want = stage(stack, axes=(1, 2))
+    np.testing.assert_array_equal(planes(stack), want)
+    np.testing.assert_array_equal(planes(stack, axes=(0, 1, 2)), want)
+    assert planes.output_shape(stack.shape, axes=(0, 1, 2)) == (5, 8, 9)
+    assert Pipeline([stage])(stack).shape == (2, 8, 9)  # without it: every axis
+    text = planes.to_json(tmp_path / "r.json")
+    assert json.loads(text)["version"] == 2 and json.loads(text)["spatial_dims"] == 2
+    assert Pipeline.from_json(tmp_path / "r.json") == planes
+    assert json.loads(Pipeline([stage]).to_json())["version"] == 1  # older readers read it
+    assert Pipeline.from_json(Pipeline([stage]).to_json()) != planes
+    with pytest.raises(ValueError, match="spatial_dims=3"):
+        Pipeline([stage], spatial_dims=3)(stack[0])
+    with pytest.raises(ValueError, match="spatial_dims must be a positive int"):
+        Pipeline([stage], spatial_dims=0)
+    with pytest.raises(ValueError, match="recipe spatial_dims"):
+        Pipeline.from_json('{"stages": [{"op": "down"}], "spatial_dims": "YX"}')
+    with pytest.raises(ValueError, match="spatial shape of the 2 axes"):
+        planes.receptive_field((5, 16, 18), (0, 0, 0))
+    assert planes.receptive_field((16, 18), (3, 4)).shape == (16, 18)

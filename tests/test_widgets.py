@@ -385,3 +385,45 @@ def test_multiscale_uses_highest_resolution(make_napari_viewer):
     assert out.data.shape == (32, 32)
     np.testing.assert_allclose(out.data, dilated_downsample(full), rtol=1e-6)
     assert any("highest resolution" in r.message for r in notification_manager.records[n:])
+
+
+def test_recipe_of_a_per_plane_run_reproduces_it_in_batch(make_napari_viewer, tmp_path):
+    """A 2-D (YX) run on a z-stack saves a recipe that filters YX planes in
+    the batch tool too (it filtered ZYX: another shape, another Z spacing); a
+    chain of 3-D then 2-D stages cannot be one recipe and says so."""
+    import tifffile
+
+    from napari_conv_resample.cli import main
+
+    rng = np.random.default_rng(12)
+    stack = (rng.random((9, 40, 44)) * 200).astype(np.uint8)
+    src = tmp_path / "in" / "stack.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, stack, imagej=True, metadata={"axes": "ZYX", "spacing": 0.5})
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(stack, name="stack", scale=(0.5, 1, 1))
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    w.spatial_dims.value = 2
+    result = w.run(blocking=True)
+    assert result.data.shape == (9, 20, 22)
+    path = w.save_recipe(tmp_path / "planes.json")
+    # a 2-D run on the result continues the same recipe
+    again = DownsampleWidget(viewer)
+    again.image.value = result
+    again.spatial_dims.value = 2
+    assert again.pipeline().spatial_dims == 2 and len(again.pipeline()) == 2
+    out = tmp_path / "out"
+    assert main(["run", str(path), str(src), "-o", str(out), "--no-progress"]) == 0
+    np.testing.assert_allclose(tifffile.imread(out / "stack.tif"), result.data, rtol=1e-6)
+
+    # 3-D on the 2-D result: no recipe, and saving one says why
+    deep = DownsampleWidget(viewer)
+    deep.image.value = result
+    deep.spatial_dims.value = 3
+    n = len(notification_manager.records)
+    assert deep.save_recipe(tmp_path / "mixed.json") is None
+    assert "2-D (YX) and then 3-D" in _errors_since(n)[-1].message
+    assert not (tmp_path / "mixed.json").exists()
+    mixed = deep.run(blocking=True)
+    assert "conv_resample_recipe" not in mixed.metadata

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_image, is_int
+from ._validation import check_image, is_int, normalize_axes
 from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, bounding_box, one_hot, ones_kernel
 from .operators import cast_result, dilated_downsample, transpose_upsample
 
-RECIPE_VERSION = 1
+#: Newest recipe version this library reads (2 added ``spatial_dims``; a
+#: recipe without it is written as version 1, which older versions read).
+RECIPE_VERSION = 2
 
 
 def to_jsonable(value):
@@ -138,22 +140,56 @@ class Pipeline:
     >>> p = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)])
     >>> p(np.ones((4, 4))).shape
     (2, 2)
+
+    ``spatial_dims=n`` makes every stage filter only the last ``n`` of the
+    spatial axes it is given (default: of all axes): a chain made on the YX
+    planes of a z-stack filters YX planes wherever it runs.
+
+    >>> p = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)], spatial_dims=2)
+    >>> p(np.ones((3, 4, 4)), axes=(0, 1, 2)).shape
+    (3, 2, 2)
     """
 
-    def __init__(self, stages):
+    def __init__(self, stages, *, spatial_dims=None):
         stages = list(stages)
         if not stages:
             raise ValueError("a Pipeline needs at least one Stage")
         for s in stages:
             if not isinstance(s, Stage):
                 raise TypeError(f"Pipeline stages must be Stage objects, got {s!r}")
+        if spatial_dims is not None and not (is_int(spatial_dims) and spatial_dims >= 1):
+            raise ValueError(f"spatial_dims must be a positive int or None, got {spatial_dims!r}")
         self.stages = stages
+        self.spatial_dims = None if spatial_dims is None else int(spatial_dims)
 
     def __repr__(self):
-        return f"Pipeline({self.stages!r})"
+        dims = "" if self.spatial_dims is None else f", spatial_dims={self.spatial_dims}"
+        return f"Pipeline({self.stages!r}{dims})"
 
     def __eq__(self, other):
-        return isinstance(other, Pipeline) and self.stages == other.stages
+        return (
+            isinstance(other, Pipeline)
+            and self.stages == other.stages
+            and self.spatial_dims == other.spatial_dims
+        )
+
+    def stage_axes(self, ndim, axes=None):
+        """The axes of an ``ndim``-D image the stages filter.
+
+        ``axes`` as given (``None``: the operators' default) without
+        ``spatial_dims``; with it, the last ``spatial_dims`` of ``axes`` (of
+        every axis when ``None``).
+        """
+        if self.spatial_dims is None:
+            return axes
+        axes = normalize_axes(axes, ndim)
+        if len(axes) < self.spatial_dims:
+            raise ValueError(
+                f"the pipeline filters {self.spatial_dims} spatial axes "
+                f"(spatial_dims={self.spatial_dims}) but the image has {len(axes)} "
+                f"(axes {axes} of a {ndim}-D image)"
+            )
+        return axes[-self.spatial_dims :]
 
     def __len__(self):
         return len(self.stages)
@@ -166,6 +202,7 @@ class Pipeline:
         clipped and cast back to the input dtype.
         """
         image = out = check_image(image)
+        axes = self.stage_axes(image.ndim, axes)
         for stage in self.stages:
             out = stage(out, axes=axes, backend=backend)
         xp = get_array_module("cupy") if is_cupy_array(out) else np
@@ -174,6 +211,7 @@ class Pipeline:
     def specs(self, input_shape, axes=None):
         """The resolved spec of every stage for an input of ``input_shape``."""
         out, shape = [], tuple(input_shape)
+        axes = self.stage_axes(len(shape), axes)
         for stage in self.stages:
             spec = stage.spec(shape, axes)
             out.append(spec)
@@ -186,6 +224,12 @@ class Pipeline:
 
     def _path_specs(self, input_shape):
         out, shape = [], tuple(int(n) for n in input_shape)
+        if self.spatial_dims not in (None, len(shape)):
+            raise ValueError(
+                f"input_shape {shape} must be the spatial shape of the "
+                f"{self.spatial_dims} axes this pipeline filters (spatial_dims="
+                f"{self.spatial_dims})"
+            )
         for stage in self.stages:
             spec = stage.path_spec(shape)
             out.append(spec)
@@ -310,6 +354,8 @@ class Pipeline:
             return len(input_shape)
         if ndim is not None:
             return int(ndim)
+        if self.spatial_dims is not None:
+            return self.spatial_dims
         for stage in self.stages:
             for key in ("kernel", "size", "stride", "dilation", "output_padding"):
                 v = stage.params.get(key)
@@ -336,11 +382,14 @@ class Pipeline:
 
     def to_dict(self):
         """JSON-ready dict (the recipe format)."""
-        return {
+        out = {
             "format": "napari-conv-resample recipe",
-            "version": RECIPE_VERSION,
+            "version": 1 if self.spatial_dims is None else 2,
             "stages": [s.to_dict() for s in self.stages],
         }
+        if self.spatial_dims is not None:
+            out["spatial_dims"] = self.spatial_dims
+        return out
 
     def to_json(self, path=None):
         """The recipe as JSON text; also written to ``path`` when given."""
@@ -383,4 +432,7 @@ class Pipeline:
                 out.append(Stage.from_dict(stage))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"stage {i} ({stage.get('op', '?')}): {exc}") from None
-        return cls(out)
+        try:
+            return cls(out, spatial_dims=data.get("spatial_dims"))
+        except ValueError as exc:
+            raise ValueError(f"recipe {exc}") from None

@@ -39,6 +39,7 @@ from ..kernels import PRESETS
 from ..masks import bounding_box, overlap_map, sampled_mask, zero_inserted
 from ..pipeline import Pipeline, Stage
 from ._layers import (
+    NO_RECIPE_KEY,
     OVERLAY_KEY,
     chain_geometry,
     follow_layer_names,
@@ -279,7 +280,10 @@ class SamplingInspector(W.Container):
 
     def set_pipeline(self, pipeline):
         """Use ``pipeline`` (a :class:`Pipeline`, list of stages or ``None``)."""
-        if pipeline is not None and not isinstance(pipeline, Pipeline):
+        if isinstance(pipeline, Pipeline):
+            # The spatial dims chosen here (set from a loaded recipe) apply.
+            pipeline = Pipeline(pipeline.stages)
+        elif pipeline is not None:
             pipeline = Pipeline(list(pipeline))
         self.pipeline = pipeline
         self.stages_text.value = (
@@ -293,7 +297,10 @@ class SamplingInspector(W.Container):
         """Take the chain from a result layer's recipe and its source as input."""
         pipeline = layer_recipe(layer)
         if pipeline is None:
-            raise ValueError(f"layer {layer.name!r} has no conv-resample recipe")
+            why = (layer.metadata or {}).get(NO_RECIPE_KEY)
+            raise ValueError(
+                f"layer {layer.name!r} has no conv-resample recipe" + (f": {why}" if why else "")
+            )
         source = layer_source(layer) or {}
         named = [lyr for lyr in self._image_layers() if lyr.name == source.get("layer")]
         # Renamed since: the one layer with the recorded spatial shape and placement.
@@ -306,8 +313,8 @@ class SamplingInspector(W.Container):
                 "viewer: choose it as the input and add the stages by hand"
             )
         self.image.value = found[0]
-        if source.get("spatial_shape"):
-            self.spatial_dims.value = len(source["spatial_shape"])
+        if pipeline.spatial_dims or source.get("spatial_shape"):
+            self.spatial_dims.value = pipeline.spatial_dims or len(source["spatial_shape"])
         self.set_pipeline(pipeline)
         return pipeline
 

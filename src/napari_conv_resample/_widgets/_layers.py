@@ -10,6 +10,7 @@ their placement is the library's, not the input's (DESIGN §3).
 
 from __future__ import annotations
 
+import json
 import time
 import weakref
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from ..pipeline import Pipeline, Stage
 RECIPE_KEY = "conv_resample_recipe"
 #: ``layer.metadata`` key describing the layer the recipe started from.
 SOURCE_KEY = "conv_resample_source"
+#: Why a result has no recipe (a chain mixing 2-D and 3-D stages).
+NO_RECIPE_KEY = "conv_resample_no_recipe"
 #: Metadata key marking the Sampling inspector's overlay layers (not inputs).
 OVERLAY_KEY = "conv_resample_overlay"
 
@@ -224,10 +227,35 @@ def _world_kwargs(layer):
 
 def layer_recipe(layer):
     """The :class:`Pipeline` stored in a result layer's metadata, or ``None``."""
-    recipe = (getattr(layer, "metadata", None) or {}).get(RECIPE_KEY)
+    return recipe_from_metadata(getattr(layer, "metadata", None))
+
+
+def recipe_from_metadata(metadata):
+    """The :class:`Pipeline` in a layer's ``metadata`` dict, or ``None``."""
+    recipe = (metadata or {}).get(RECIPE_KEY)
     if not recipe:
         return None
-    return Pipeline([Stage.from_dict(s) for s in recipe["stages"]])
+    return Pipeline.from_json(json.dumps(recipe))
+
+
+def chain_recipe(layer, stage, n_spatial):
+    """The recipe of ``stage`` run on ``layer`` with ``n_spatial`` spatial axes.
+
+    ``(pipeline, None)``: the layer's own recipe (if any) plus ``stage``,
+    filtering the last ``n_spatial`` spatial axes wherever it runs. ``(None,
+    reason)`` when the layer's recipe filtered another number of axes: one
+    recipe has one ``spatial_dims``.
+    """
+    prev = layer_recipe(layer)
+    if prev is None:
+        return Pipeline([stage], spatial_dims=n_spatial), None
+    dims = prev.spatial_dims or len(layer_source(layer)["spatial_shape"])
+    if dims != n_spatial:
+        return None, (
+            f"its stages filter {dims}-D ({'ZYX' if dims == 3 else 'YX'}) and then "
+            f"{n_spatial}-D: a recipe filters one set of spatial axes"
+        )
+    return Pipeline(prev.stages + [stage], spatial_dims=n_spatial), None
 
 
 def layer_source(layer):
@@ -333,15 +361,19 @@ def plan_resample(layer, op, n_spatial=None, **params):
     loop_axes = tuple(a for a in range(len(data.shape)) if a not in axes)
     loop_shape = tuple(int(data.shape[a]) for a in loop_axes)
 
-    prev = layer_recipe(layer)
     stage = Stage(op, **params)
-    pipeline = Pipeline((prev.stages if prev else []) + [stage])
+    pipeline, no_recipe = chain_recipe(layer, stage, len(axes))
     n_world = len(layer.scale)
     metadata = {
-        k: v for k, v in (layer.metadata or {}).items() if k not in (RECIPE_KEY, SOURCE_KEY)
+        k: v
+        for k, v in (layer.metadata or {}).items()
+        if k not in (RECIPE_KEY, SOURCE_KEY, NO_RECIPE_KEY)
     }
-    metadata[RECIPE_KEY] = pipeline.to_dict()
-    metadata[SOURCE_KEY] = _source_of(layer, axes, scale, translate)
+    if pipeline is not None:
+        metadata[RECIPE_KEY] = pipeline.to_dict()
+        metadata[SOURCE_KEY] = _source_of(layer, axes, scale, translate)
+    else:
+        metadata[NO_RECIPE_KEY] = no_recipe
     kwargs = {
         "name": result_name(layer.name, op, geom.spec, params["kernel"]),
         "scale": geom.scale[:n_world],
@@ -455,7 +487,10 @@ def world_to_index(world, scale, translate, shape=None):
 
 __all__ = [
     "OVERLAY_KEY",
+    "NO_RECIPE_KEY",
     "RECIPE_KEY",
+    "chain_recipe",
+    "recipe_from_metadata",
     "SOURCE_KEY",
     "ResamplePlan",
     "chain_geometry",

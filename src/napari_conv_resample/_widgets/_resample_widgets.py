@@ -19,14 +19,14 @@ from napari.utils.notifications import show_error, show_info
 from ..backends import BACKENDS, BackendUnavailableError, device_name, get_array_module
 from ..geometry import DEFAULTS, MODES
 from ..kernels import PRESETS
-from ..pipeline import Pipeline
 from ._layers import (
+    NO_RECIPE_KEY,
     follow_layer_names,
     guess_spatial_dims,
     input_image_layers,
     iter_resample,
-    layer_recipe,
     plan_resample,
+    recipe_from_metadata,
 )
 from ._workers import error_message, start_resample_worker
 
@@ -236,9 +236,13 @@ class _ResampleWidget(W.Container):
         return plan_resample(layer, self.op, self.spatial_dims.value, **self.params())
 
     def pipeline(self):
-        """The recipe a run would store: the input's recipe plus this stage."""
-        prev = layer_recipe(self.image.value) if self.image.value is not None else None
-        return Pipeline((prev.stages if prev else []) + [self.plan().stage])
+        """The recipe a run would store: the input's recipe plus this stage,
+        on the spatial dims chosen here."""
+        metadata = self.plan().kwargs["metadata"]
+        pipeline = recipe_from_metadata(metadata)
+        if pipeline is None:
+            raise ValueError(f"no recipe for this result: {metadata[NO_RECIPE_KEY]}")
+        return pipeline
 
     # ---- actions
 

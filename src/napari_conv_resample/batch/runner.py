@@ -171,7 +171,8 @@ def describe(found, options):
 
 def _plan(src, found, options):
     meta = src.meta
-    axes = resolve_axes(meta, options.axes)
+    # A recipe made on the YX planes of a stack filters YX planes here too.
+    axes = options.pipeline.stage_axes(len(src.shape), resolve_axes(meta, options.axes))
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
     fmt = out_format(found, options, meta)
