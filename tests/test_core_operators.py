@@ -421,3 +421,59 @@ def test_up_stride_one_even_kernel_keeps_the_length(kernel):
     assert got.shape == x.shape
     want = transpose_upsample(x, kernel, stride=1, size=4, padding=((2, 1), (2, 1)))
     np.testing.assert_array_equal(got, want)
+
+
+def test_zero_output_padding_on_an_axis_keeps_its_natural_one():
+    """With the natural padding, output_padding 0 means that axis's natural
+    output padding, given alone or beside another axis's value."""
+    x = np.ones((5, 5))
+    natural = transpose_upsample(x, "box", size=3, stride=2)
+    assert natural.shape == (10, 10)
+    assert transpose_upsample(x, "box", size=3, stride=2, output_padding=0).shape == (10, 10)
+    assert transpose_upsample(x, "box", size=3, stride=2, output_padding=(0, 1)).shape == (10, 10)
+    # explicit padding: output_padding is PyTorch's
+    assert transpose_upsample(x, "box", size=3, stride=2, padding=1, output_padding=0).shape == (
+        9,
+        9,
+    )
+    assert transpose_upsample(
+        x, "box", size=3, stride=2, padding=1, output_padding=(0, 1)
+    ).shape == (9, 10)
+
+
+@pytest.mark.parametrize("op", ["down", "up"])
+def test_per_axis_values_follow_the_axes_in_the_order_given(op):
+    """axes=(1, 0) with stride (1, 2) strides axis 0 by 2 (the values follow
+    the axes as given, as in SciPy); an array kernel's axes follow too."""
+    rng = np.random.default_rng(1)
+    x = rng.random((10, 12))
+    w = rng.random((2, 3))
+    func = dilated_downsample if op == "down" else transpose_upsample
+    params = dict(stride=(1, 2), dilation=(2, 1), padding=((0, 1), (1, 0)))
+    if op == "up":
+        params["output_padding"] = (0, 1)
+    got = func(x, w, axes=(1, 0), **params)
+    want = func(
+        x,
+        w.T,
+        axes=(0, 1),
+        stride=(2, 1),
+        dilation=(1, 2),
+        padding=((1, 0), (0, 1)),
+        **({"output_padding": (1, 0)} if op == "up" else {}),
+    )
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(func(x, w, axes=(-1, -2), **params), want)
+    geo = output_geometry(op, x.shape, kernel=w, axes=(1, 0), **params)
+    assert geo.shape == want.shape
+    # a preset with per-axis size
+    np.testing.assert_array_equal(
+        func(x, "box", size=(1, 3), stride=(1, 2), axes=(1, 0)),
+        func(x, "box", size=(3, 1), stride=(2, 1), axes=(0, 1)),
+    )
+
+
+def test_kernel_that_is_not_an_array_names_kernel():
+    for bad in ([[1, 2], [3]], None, [1j, 2]):
+        with pytest.raises(TypeError, match="kernel must be a preset name or a real numeric"):
+            dilated_downsample(np.ones((5, 5)), bad)

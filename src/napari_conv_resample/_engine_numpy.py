@@ -186,18 +186,26 @@ def _up_programs(spec):
     s, d, lo = spec.stride, spec.dilation, spec.pad_lo
     n = len(spec.axes)
     out_len = [spec.output_shape[a] for a in spec.axes]
+    # Per axis and phase f: the taps t with s | f + p - d*t, and their input
+    # offsets. A phase's taps are their product, in np.ndindex order (t
+    # ascending): the same order, so the same sums, as walking every tap.
+    per_axis = [
+        [
+            [(t, (f + p - dd * t) // ss) for t in range(k) if (f + p - dd * t) % ss == 0]
+            for f in range(ss)
+        ]
+        for k, ss, dd, p in zip(spec.weights.shape, s, d, lo)
+    ]
     programs = []
     for phi in np.ndindex(*s):
         length = tuple(len(range(f, L, ss)) for f, L, ss in zip(phi, out_len, s))
         if 0 in length:
             continue
-        taps = []
-        for t in np.ndindex(spec.weights.shape):
-            num = [f + p - dd * tt for f, p, dd, tt in zip(phi, lo, d, t)]
-            if all(v % ss == 0 for v, ss in zip(num, s)):
-                offset = tuple(v // ss for v, ss in zip(num, s))
-                taps.append((spec.weights[t], (0,) * n, offset))
-        programs.append(_Program(phi, s, length, (1,) * n, tuple(taps)))
+        taps = tuple(
+            (spec.weights[tuple(t for t, _ in combo)], (0,) * n, tuple(o for _, o in combo))
+            for combo in itertools.product(*(per_axis[a][f] for a, f in enumerate(phi)))
+        )
+        programs.append(_Program(phi, s, length, (1,) * n, taps))
     return programs
 
 

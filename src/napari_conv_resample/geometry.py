@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import is_int, normalize_axes, per_axis_ints, shape_ints
-from .kernels import resolve_kernel
+from ._validation import int_tuple, is_int, normalize_axes, per_axis_ints, shape_ints
+from .kernels import kernel_array, resolve_kernel
 
 OPS = ("down", "up")
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -192,6 +192,21 @@ def resolve_spec(op, input_shape, **params):
     return _resolve(op, input_shape, **{**DEFAULTS[op], **params})
 
 
+def _in_axis_order(value, perm):
+    """``value``, one entry per given axis, put in the order ``perm``;
+    anything else (a scalar, a word, another length, one broadcast padding
+    pair) as it is, for the checks to report."""
+    if value is None or isinstance(value, (str, bytes)) or is_int(value):
+        return value
+    try:
+        items = list(value)
+    except TypeError:
+        return value
+    if len(items) != len(perm):
+        return value
+    return tuple(items[i] for i in perm)
+
+
 def _resolve(
     op,
     input_shape,
@@ -208,11 +223,24 @@ def _resolve(
 ):
     input_shape = shape_ints(input_shape, minimum=0)
     ndim = len(input_shape)
-    n_kernel = None if isinstance(kernel, str) else np.ndim(kernel)
-    if n_kernel is not None and hasattr(kernel, "shape"):
-        n_kernel = len(kernel.shape)
+    if not isinstance(kernel, str):
+        kernel = kernel_array(kernel)
+    n_kernel = None if isinstance(kernel, str) else kernel.ndim
+    given = axes
     axes = normalize_axes(axes, ndim, n_kernel)
     n = len(axes)
+    if given is not None and n > 1:
+        # Per-axis values (and an array kernel's axes) follow the axes in the
+        # order given; the spec holds them in increasing axis order.
+        order = [a % ndim for a in int_tuple(given, "axes")]
+        perm = [order.index(a) for a in axes]
+        if perm != sorted(perm):
+            size, stride, dilation, padding, output_padding, output_size = (
+                _in_axis_order(v, perm)
+                for v in (size, stride, dilation, padding, output_padding, output_size)
+            )
+            if not isinstance(kernel, str):
+                kernel = np.transpose(kernel, perm)
     for a in axes:
         if input_shape[a] < 1:
             raise ValueError(f"input_shape={input_shape} has no pixels along spatial axis {a}")
@@ -331,9 +359,9 @@ def _up_lengths(lengths, size, stride, dilation, padding, output_padding, output
         opad = tuple(opad)
     else:
         opad = per_axis_ints(output_padding or 0, n, "output_padding", minimum=0)
-        # The natural padding brings its own output padding unless one is given.
-        if opad == (0,) * n:
-            opad = default_opad
+        # The natural padding brings its own output padding on every axis
+        # where none (0) is given: 0 and (0, 1) agree on axis 0.
+        opad = tuple(p or dflt for p, dflt in zip(opad, default_opad))
     for i, (p, lim) in enumerate(zip(opad, limits)):
         if p >= lim:
             raise ValueError(

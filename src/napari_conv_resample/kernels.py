@@ -169,6 +169,23 @@ def make_kernel(
     return kernel
 
 
+def kernel_array(kernel):
+    """``kernel`` (not a preset name) as a real NumPy array; a TypeError
+    naming ``kernel`` for anything else (ragged lists, None, text, complex)."""
+    if type(kernel).__module__.split(".")[0] == "cupy":
+        kernel = kernel.get()  # the weights are tiny: keep them on the host
+    try:
+        w = np.asarray(kernel)
+    except ValueError:  # ragged nested lists
+        w = None
+    if w is None or w.dtype.kind not in "biuf":
+        raise TypeError(
+            "kernel must be a preset name or a real numeric array (same length "
+            f"per axis), got {kernel!r}"[:300]
+        )
+    return w
+
+
 def resolve_kernel(kernel, size, stride, dilation, direction, n_axes):
     """Turn the ``kernel`` argument of an operator into a float64 weight array.
 
@@ -185,11 +202,7 @@ def resolve_kernel(kernel, size, stride, dilation, direction, n_axes):
             dilation=dilation,
             direction=direction,
         )
-    if type(kernel).__module__.split(".")[0] == "cupy":
-        kernel = kernel.get()  # the weights are tiny: keep them on the host
-    w = np.asarray(kernel)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"kernel must be a preset name or a real numeric array, got {w.dtype}")
+    w = kernel_array(kernel)
     if w.ndim == 0 or w.size == 0:
         raise ValueError(f"kernel array must have at least one tap per axis, got shape {w.shape}")
     if w.ndim != n_axes:

@@ -270,7 +270,8 @@ def transpose_upsample(
         exactly ``stride * L`` outputs.
     output_padding : int or sequence of int
         Extra pixels at the high end, ``0 <= output_padding < max(stride,
-        dilation)``.
+        dilation)``. With ``padding=None``/``'same'``, 0 on an axis keeps
+        that axis's natural output padding (use ``output_size`` for fewer).
     output_size : int or sequence of int, optional
         Wanted output length per spatial axis; chooses ``output_padding``.
     axes, backend, preserve_dtype
