@@ -567,3 +567,85 @@ def test_ctrl_c_swallowed_by_a_callback_still_stops_the_run(tmp_path, capsys, mo
     assert calls["n"] == 2  # stopped at the chunk after the interrupt
     assert list(out.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_pyramidal_ome_tiff_in_chunks_equals_in_memory(tmp_path, capsys):
+    """A pyramid's series opens as a group of levels: chunks read level 0."""
+    data = np.random.default_rng(0).integers(0, 255, (256, 240), dtype=np.uint8)
+    src = tmp_path / "in" / "pyramid.ome.tif"
+    src.parent.mkdir()
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        tw.write(data, subifds=2, tile=(64, 64), metadata={"axes": "YX", "PhysicalSizeX": 0.3})
+        tw.write(data[::2, ::2], subfiletype=1, tile=(64, 64))
+        tw.write(data[::4, ::4], subfiletype=1, tile=(64, 64))
+    for name, extra in (("mem", []), ("chunked", ["--chunks", "64"])):
+        code, stdout, _ = run_cli(["down", src, "-o", tmp_path / name, "--json", *extra], capsys)
+        assert code == 0, stdout
+    want = tifffile.imread(tmp_path / "mem" / "pyramid.ome.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "chunked" / "pyramid.ome.tif"), want)
+    np.testing.assert_array_equal(want, Pipeline([Stage("down")])(data))
+
+
+def test_worker_sources_are_opened_anew_when_the_file_is_replaced(tmp_path):
+    """A long-lived worker keeps sources open; a file replaced under the same
+    path (as rsync does) must not be read from the old one."""
+    from napari_conv_resample.batch import runner
+
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, np.full((16, 16), 100, np.float32))
+    specs = Pipeline([Stage("down", kernel="box", size=1, padding=0)]).specs((16, 16))
+    target = zarr.open_array(tmp_path / "out.zarr", mode="w", shape=(8, 8), dtype="f4")
+    gate = tmp_path / "gate"
+    gate.touch()
+    args = (str(tmp_path / "out.zarr"), specs, ((0, 8), (0, 8)), {"in_dtype": np.float32})
+    runner._remote_chunk(str(path), *args, None, str(gate))
+    assert float(target[0, 0]) == 100
+    new = tmp_path / "new.tif"
+    tifffile.imwrite(new, np.full((16, 16), 7, np.float32))
+    os.replace(new, path)
+    runner._remote_chunk(str(path), *args, None, str(gate))
+    assert float(target[0, 0]) == 7
+    os.unlink(gate)  # a stopped run: the chunk is not written
+    with pytest.raises(RuntimeError, match="has stopped"):
+        runner._remote_chunk(str(path), *args, None, str(gate))
+
+
+def test_a_partial_output_that_cannot_be_removed_is_reported_not_raised(
+    tmp_path, capsys, monkeypatch
+):
+    """Cleaning up after a failed file never stops the batch."""
+    from napari_conv_resample.batch import runner
+
+    d = _inputs(tmp_path, n=2)
+    real = chunked.compute_region
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    def stuck(path, tries=5):
+        return False
+
+    monkeypatch.setattr(chunked, "compute_region", failing)
+    monkeypatch.setattr(runner, "_remove", stuck)
+    code, stdout, _ = run_cli(
+        ["down", d, "-o", tmp_path / "out", "--chunks", "2,16,16", "--json"], capsys
+    )
+    report = json.loads(stdout)
+    assert code == 1 and report["failed"] == 2
+    assert all("could not be removed" in f["reason"] for f in report["files"])
+    monkeypatch.setattr(chunked, "compute_region", real)
+
+
+def test_imagej_outputs_are_never_bigtiff():
+    """ImageJ cannot open BigTIFF; tifffile writes large hyperstacks as classic
+    TIFF with contiguous data (one IFD) instead."""
+    from napari_conv_resample.batch.io_tiff import write_kwargs
+
+    big = (40, 8192, 8192)  # 10 GiB as float32
+    ij = ImageMeta("ZYX", (1.0, 0.5, 0.5), (0.0,) * 3, (UM,) * 3, "imagej", {})
+    ome = ImageMeta("ZYX", (1.0, 0.5, 0.5), (0.0,) * 3, (UM,) * 3, "ome", {})
+    flavor, kw = write_kwargs(ij, big, np.float32)
+    assert flavor == "imagej" and kw["bigtiff"] is False
+    flavor, kw = write_kwargs(ome, big, np.float32)
+    assert flavor == "ome" and kw["bigtiff"] is True
+    assert write_kwargs(ome, (4, 64, 64), np.float32)[1]["bigtiff"] is False

@@ -338,3 +338,80 @@ def test_rerun_skips_and_overwrite_redoes(tiffs, tmp_path, capsys):
     code, stdout, _ = run_cli(["down", d, "-o", out, "--overwrite", "--json"], capsys)
     assert json.loads(stdout)["done"] == 3
     assert not [p for p in out.rglob(".*")]  # no temporary names left behind
+
+
+def test_rerun_into_the_searched_folder_with_a_suffix(tiffs, capsys):
+    """-o equal to the searched folder with a suffix: a rerun does not take the
+    first run's results as inputs; it skips them, and --overwrite redoes them."""
+    d, _ = tiffs
+    code, _, stderr = run_cli(["down", d, "-o", d, "--suffix", "_d", "--no-progress"], capsys)
+    assert code == 0, stderr
+    made = sorted(p.name for p in d.rglob("*_d.*"))
+    assert made == ["cells_d.ome.tif", "ij_d.tif", "plain_d.tif"]
+    code, stdout, _ = run_cli(["down", d, "-o", d, "--suffix", "_d", "--json"], capsys)
+    report = json.loads(stdout)
+    assert code == 0 and report["skipped"] == 3 and report["done"] == 0
+    code, stdout, _ = run_cli(
+        ["down", d, "-o", d, "--suffix", "_d", "--overwrite", "--json"], capsys
+    )
+    assert code == 0 and json.loads(stdout)["done"] == 3
+    assert not list(d.rglob("*_d_d.*"))
+    # A result named on the command line is an input (its output would be new).
+    code, _, stderr = run_cli(
+        ["down", d / "plain.tif", d / "plain_d.tif", "-o", d, "--suffix", "_d"], capsys
+    )
+    assert code == 2 and "overwrite an input" in stderr
+
+
+def test_truncated_imagej_stack_fails_instead_of_giving_one_slice(tiffs, tmp_path, capsys):
+    d, _ = tiffs
+    whole = (d / "ij.tif").read_bytes()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "ij.tif").write_bytes(whole[: len(whole) // 2])
+    code, stdout, _ = run_cli(["down", cut, "-o", tmp_path / "out", "--json"], capsys)
+    report = json.loads(stdout)
+    assert code == 1 and report["failed"] == 1
+    assert "truncated or damaged" in report["files"][0]["reason"]
+    assert "declares 5 images" in report["files"][0]["reason"]
+    assert not (tmp_path / "out" / "ij.tif").exists()
+
+
+def test_output_inside_an_input_store_is_refused(tmp_path, capsys):
+    src = tmp_path / "in.ome.zarr"
+    assert main(["down", str(_write_one(tmp_path)), "-o", str(tmp_path), "--format", "ome-zarr",
+                 "--suffix", "", "--no-progress"]) == 0  # fmt: skip
+    (tmp_path / "one.ome.zarr").rename(src)
+    before = sorted(str(p) for p in src.rglob("*"))
+    for target in (src, src / "results"):
+        code, _, stderr = run_cli(["down", src, "-o", target], capsys)
+        assert code == 2 and "inside the input store" in stderr
+    assert sorted(str(p) for p in src.rglob("*")) == before
+
+
+def _write_one(tmp_path):
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, _stack((3, 20, 24)), photometric="minisblack", metadata={"axes": "ZYX"})
+    return path
+
+
+def test_values_valid_for_longer_axes_are_checked_per_file(tiffs, tmp_path, capsys):
+    """A dilation too long for a file's axes fails for that file, with its
+    length (not refused up front with a 4096-pixel probe's)."""
+    d, _ = tiffs
+    code, stdout, _ = run_cli(
+        ["down", d / "plain.tif", "-o", tmp_path / "o", "--dilation", "5000", "--json"], capsys
+    )
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "4096" not in reason and "40 pixels" in reason
+
+
+def test_inspect_refuses_shapes_too_large_for_masks_and_probe_output_sizes(capsys):
+    code, _, stderr = run_cli(["inspect", "--shape", "100000,100000"], capsys)
+    assert code == 2 and "too large" in stderr
+    code, _, stderr = run_cli(["inspect", "--op", "up", "--output-size", "10"], capsys)
+    assert code == 2 and "output_size depends on the image" in stderr
+    code, stdout, _ = run_cli(
+        ["inspect", "--op", "up", "--output-size", "10", "--shape", "5"], capsys
+    )
+    assert code == 0 and "up" in stdout

@@ -178,7 +178,9 @@ def check_stage(stage):
     if "output_size" in params:  # depends on the image; checked per file
         params.pop("output_size")
     try:
-        resolve_spec(stage.op, (4096,) * n, **params)
+        # Axes long enough for any value: what depends on the image's length
+        # (a dilation longer than an axis) is checked per file, with its own.
+        resolve_spec(stage.op, (1 << 40,) * n, **params)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -331,6 +333,22 @@ def cmd_inspect(args, out):
     shape = _ints(args.shape, "shape") if args.shape else None
     if isinstance(shape, int):
         shape = (shape,) * 2
+    if shape is not None:
+        try:
+            grids = [tuple(shape)] + [sp.output_shape for sp in pipe.specs(shape)]
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--shape {args.shape}: {exc}") from None
+        # Every stage's grid gets masks: the largest must fit.
+        if max(int(np.prod(g, dtype=np.float64)) for g in grids) > INSPECT_MAX_PIXELS:
+            raise UsageError(
+                f"--shape {args.shape}: the masks of {max(grids, key=np.prod)} pixels are too "
+                f"large (at most {INSPECT_MAX_PIXELS}); the closed-form sizes do not depend "
+                "on the shape: inspect a smaller one"
+            )
+    elif not args.input and any("output_size" in st.params for st in pipe.stages):
+        raise UsageError(
+            "output_size depends on the image: give --shape or --input to inspect this chain"
+        )
     files, note = [], ""
     if args.input:
         from .batch.discover import InputError, discover
@@ -414,7 +432,7 @@ def _parse_chunks_option(text):
 
 
 def cmd_process(args, out, err):
-    from .batch.discover import InputError, discover
+    from .batch.discover import InputError, discover, is_zarr
     from .batch.runner import Options, output_path, process, summarize
 
     pipe = _pipeline(args)
@@ -450,6 +468,24 @@ def cmd_process(args, out, err):
         raise UsageError(f"-o {args.output_dir}: exists and is not a folder")
     import os
 
+    out_dir = os.path.realpath(args.output_dir)
+    for f in found:
+        store = os.path.realpath(f.path)
+        if is_zarr(f.path) and (out_dir == store or out_dir.startswith(store + os.sep)):
+            raise UsageError(
+                f"-o {args.output_dir}: lies inside the input store {f.path}; "
+                "inputs are never written to: choose another folder"
+            )
+    # Results of an earlier run into the searched folder itself (-o . --suffix
+    # _d) are not inputs of this one; files named on the command line are.
+    named = {os.path.realpath(a) for a in args.inputs}
+    results = {os.path.realpath(output_path(f, options)) for f in found}
+    found = [
+        f
+        for f in found
+        if os.path.realpath(f.path) not in results - named
+        or os.path.realpath(output_path(f, options)) == os.path.realpath(f.path)
+    ]
     inputs = {os.path.realpath(f.path) for f in found}
     targets = {}
     for f in found:

@@ -92,6 +92,7 @@ class TiffSource:
             if not self.shape or 0 in self.shape:
                 raise ValueError(f"the TIFF image is empty (shape {self.shape})")
             axes = self._series.axes.upper()
+            _check_complete(self._tif, axes, self.shape, log.text())
             declared = _declared_axes(self._tif)
             self._kept = _kept_axes(axes, declared)
             if self._kept is not None:
@@ -143,7 +144,8 @@ class TiffSource:
         if self._zarr is None:
             import zarr
 
-            self._zarr = zarr.open(self._series.aszarr(), mode="r")
+            # level 0: a pyramid's series opens as a group of levels otherwise
+            self._zarr = zarr.open(self._series.aszarr(level=0), mode="r")
         if self._kept is None:
             return np.asarray(self._zarr[index])
         # The stored array lacks the length-1 axes put back: index it without them.
@@ -162,6 +164,21 @@ class TiffSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_complete(tif, axes, shape, log_text=""):
+    """Refuse a file holding fewer planes than its ImageJ metadata declares
+    (a truncated stack: tifffile says its metadata is invalid and falls back
+    to the pages it can read)."""
+    declared = (tif.imagej_metadata or {}).get("images")
+    if not log_text or not declared or not str(declared).isdigit():
+        return
+    planes = int(np.prod([n for a, n in zip(axes, shape) if a not in "YXS"], dtype=np.int64))
+    if planes < int(declared):
+        raise ValueError(
+            f"the file is truncated or damaged: its ImageJ metadata declares {declared} "
+            f"images, {planes} can be read{log_text}"
+        )
 
 
 class _TifffileLog(logging.Handler):
@@ -334,7 +351,9 @@ def write_kwargs(meta, shape, dtype):
     rgb = axes.endswith("S") and shape[-1] in (3, 4)
     kw = {"photometric": "rgb" if rgb else "minisblack"}
     nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-    kw["bigtiff"] = nbytes > BIGTIFF_BYTES - (1 << 24)
+    # ImageJ reads no BigTIFF: tifffile writes its large hyperstacks as
+    # classic TIFF with the data contiguous after one IFD, which ImageJ reads.
+    kw["bigtiff"] = flavor != "imagej" and nbytes > BIGTIFF_BYTES - (1 << 24)
     ix, iy = meta.index("X"), meta.index("Y")
     if flavor == "imagej":
         md = {"axes": axes}

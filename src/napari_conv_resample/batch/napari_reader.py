@@ -58,7 +58,7 @@ def _lazy(src):
     import zarr
 
     # The stored array may lack length-1 axes the source puts back.
-    return da.from_zarr(zarr.open(src._series.aszarr(), mode="r")).reshape(src.shape)
+    return da.from_zarr(zarr.open(src._series.aszarr(level=0), mode="r")).reshape(src.shape)
 
 
 def _data(src):

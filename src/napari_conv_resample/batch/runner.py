@@ -123,15 +123,27 @@ def partial_path(path):
     return path.with_name(f".{path.name}.partial")
 
 
-def _remove(path):
+def _remove(path, tries=5):
+    """Remove a file or folder; ``False`` (never an error) if it stays.
+
+    Writes still landing in a folder (a store's own write threads after a
+    failed chunk) can refill it while it is removed: try again a few times.
+    """
     path = Path(path)
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    except FileNotFoundError:
-        pass  # gone meanwhile (a cancelled worker's chunk)
+    for attempt in range(tries):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            return True
+        except FileNotFoundError:
+            return True  # gone meanwhile (a cancelled worker's chunk)
+        except OSError:
+            if attempt == tries - 1:
+                return False
+            time.sleep(0.2)
+    return True
 
 
 def _commit(tmp, final):
@@ -248,8 +260,8 @@ def process(found, options, *, client=None, chunk_progress=None):
         res.reason = f"{type(exc).__name__}: {exc}"
         res.info["traceback"] = traceback.format_exc(limit=4)
         res.output = None
-        if owned is not None:
-            _remove(tmp)
+        if owned is not None and not _remove(tmp):
+            res.reason += f" (its unfinished output {tmp} could not be removed)"
     finally:
         if owned is not None:
             _remove(scratch)
@@ -447,13 +459,17 @@ _SOURCES = {}
 def _remote_chunk(path, store_path, specs, region, kwargs, perm, gate):
     """One chunk on a dask worker: read its halo, compute, write its output chunk
     (through ``gate``: see :func:`write_through_gate`)."""
-    src = _SOURCES.get(path)
+    # Workers of a long-lived cluster keep sources open between runs: a file
+    # replaced since (same path, other inode, size or time) is opened anew.
+    st = os.stat(path)
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    src = _SOURCES.get(key)
     if src is None:
         if len(_SOURCES) > 4:
             for s in _SOURCES.values():
                 s.close()
             _SOURCES.clear()
-        src = _SOURCES[path] = open_source(path)
+        src = _SOURCES[key] = open_source(path)
     out = chunked.compute_region(specs, src.region, region, **kwargs)
     index = tuple(slice(a, b) for a, b in region)
     write_through_gate(gate, lambda: open_output(store_path, perm).__setitem__(index, out))
