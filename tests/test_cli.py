@@ -415,3 +415,48 @@ def test_inspect_refuses_shapes_too_large_for_masks_and_probe_output_sizes(capsy
         ["inspect", "--op", "up", "--output-size", "10", "--shape", "5"], capsys
     )
     assert code == 0 and "up" in stdout
+
+
+def test_small_cli_checks_and_notes(tiffs, tmp_path, capsys):
+    """--output-size 0 is a bad option (exit 2); inspect of a file it cannot
+    plan exits 1; a file with several series says that only the first is
+    processed."""
+    d, a = tiffs
+    code, _, stderr = run_cli(["up", d, "-o", tmp_path / "o", "--output-size", "0"], capsys)
+    assert code == 2 and "output_size" in stderr and not (tmp_path / "o").exists()
+    (tmp_path / "notatiff.tif").write_bytes(b"II*\x00nothing")
+    code, stdout, _ = run_cli(["inspect", "--input", tmp_path / "notatiff.tif"], capsys)
+    assert code == 1 and "cannot plan" in stdout
+    multi = tmp_path / "multi" / "two.ome.tif"
+    multi.parent.mkdir()
+    with tifffile.TiffWriter(multi, ome=True) as tw:
+        tw.write(a, metadata={"axes": "ZYX"})
+        tw.write(a[0], metadata={"axes": "YX"})
+    code, stdout, _ = run_cli(
+        ["down", multi.parent, "-o", tmp_path / "m", "--no-progress"], capsys
+    )
+    assert code == 0 and "holds 2 image series; only the first (ZYX (5, 40, 50))" in stdout
+
+
+def test_axes_out_of_the_files_order_are_refused_per_file(tiffs, tmp_path, capsys):
+    """Per-axis values follow the axes in the file's order: --axes XY with
+    --stride 1,2 would stride another axis than the user means."""
+    d, _ = tiffs
+    code, stdout, _ = run_cli(
+        [
+            "down",
+            d / "plain.tif",
+            "-o",
+            tmp_path / "o",
+            "--axes",
+            "XY",
+            "--stride",
+            "1,2",
+            "--json",
+        ],
+        capsys,
+    )
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "name the axes in the file's order (YX)" in reason
+    code, _, _ = run_cli(["down", d / "plain.tif", "-o", tmp_path / "o", "--axes", "YX"], capsys)
+    assert code == 0

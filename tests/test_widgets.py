@@ -20,6 +20,7 @@ from napari_conv_resample import (  # noqa: E402
 from napari_conv_resample._widgets import (  # noqa: E402
     RECIPE_KEY,
     DownsampleWidget,
+    SamplingInspector,
     UpsampleWidget,
     resample_layer,
 )
@@ -427,3 +428,26 @@ def test_recipe_of_a_per_plane_run_reproduces_it_in_batch(make_napari_viewer, tm
     assert not (tmp_path / "mixed.json").exists()
     mixed = deep.run(blocking=True)
     assert "conv_resample_recipe" not in mixed.metadata
+
+
+def test_results_keep_blending_and_drop_the_input_files_record(make_napari_viewer):
+    """Channel layers shown additively give additive results; what the reader
+    recorded of the input's file (path, voxel size) does not pass for the
+    result's; the inspector's typed stages use the widgets' border mode."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        np.ones((20, 24), np.float32),
+        blending="additive",
+        metadata={"source": "/data/a.tif", "conv_resample_meta": {"scale": [1, 1]}, "note": 1},
+    )
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    result = w.run(blocking=True)
+    assert result.blending == "additive"
+    assert "source" not in result.metadata and "conv_resample_meta" not in result.metadata
+    assert result.metadata["note"] == 1
+    ins = SamplingInspector(viewer)
+    assert ins.mode.value == w.mode.value == "reflect"
+    ins.op.value = "up"
+    ins.op.value = "down"
+    assert ins.mode.value == "reflect"

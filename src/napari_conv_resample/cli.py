@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import per_axis_ints
 from .geometry import DEFAULTS, MODES, resolve_spec
 from .kernels import PRESETS
 from .pipeline import Pipeline, Stage, to_jsonable
@@ -175,8 +176,11 @@ def check_stage(stage):
     """Resolve ``stage`` on a large probe image so bad values fail before any work."""
     n = _probe_ndim(stage.params)
     params = dict(stage.params)
-    if "output_size" in params:  # depends on the image; checked per file
-        params.pop("output_size")
+    if params.get("output_size") is not None:  # reachable or not depends on the image
+        try:
+            per_axis_ints(params.pop("output_size"), n, "output_size")
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
     try:
         # Axes long enough for any value: what depends on the image's length
         # (a dilation longer than an axis) is checked per file, with its own.
@@ -393,9 +397,11 @@ def cmd_inspect(args, out):
     if note:
         text = f"{text}\n{note}"
         report["summary_note"] = note
+    # A file that cannot be planned is a failure, as in a processing run.
+    status = 1 if any("error" in f for f in files) else 0
     if args.json:
         print(json.dumps(report, indent=2), file=out)
-        return 0
+        return status
     print(text, file=out)
     for f in files:
         if "error" in f:
@@ -408,7 +414,7 @@ def cmd_inspect(args, out):
             f"translate {_fmt(mi['translate'])} -> {_fmt(mo['translate'])}",
             file=out,
         )
-    return 0
+    return status
 
 
 def _fmt(values):
@@ -609,6 +615,8 @@ def _run_batch(found, options, args, out, err, process, summarize):
         for r in results:
             if r.status == "failed":
                 print(f"failed: {r.input}: {r.reason}", file=out)
+            for note in (r.info or {}).get("notes", []):
+                print(f"note: {r.input}: {note}", file=out)
         skipped = [r for r in results if r.status == "skipped"]
         if skipped:
             # A resumed batch skips its finished files; a re-run with other

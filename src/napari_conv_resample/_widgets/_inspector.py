@@ -186,7 +186,7 @@ class SamplingInspector(W.Container):
         self.stride = W.LineEdit(name="stride", value="2")
         self.dilation = W.LineEdit(name="dilation", value="1")
         self.padding = W.LineEdit(name="padding", value="same")
-        self.mode = W.ComboBox(name="mode", choices=list(MODES), value="zeros")
+        self.mode = W.ComboBox(name="mode", choices=list(MODES), value=DEFAULTS["down"]["mode"])
         self.output_padding = W.LineEdit(name="output_padding", label="output padding", value="0")
         self.add_button = W.PushButton(name="add_button", text="Add stage")
         self.clear_button = W.PushButton(name="clear_button", text="Clear stages")
@@ -272,7 +272,9 @@ class SamplingInspector(W.Container):
         self.kernel.value = d["kernel"]
         self.size.value = _fmt(d["size"])
         self.padding.value = _fmt(d["padding"])
-        self.mode.value = "zeros"
+        # The widgets' (and library's) default, so typed stages read what a
+        # Dilated downsample run with the same values reads.
+        self.mode.value = d.get("mode", "zeros")
         self.mode.enabled = op == "down"
         self.output_padding.enabled = op == "up"
 

@@ -27,6 +27,8 @@ RECIPE_KEY = "conv_resample_recipe"
 SOURCE_KEY = "conv_resample_source"
 #: Why a result has no recipe (a chain mixing 2-D and 3-D stages).
 NO_RECIPE_KEY = "conv_resample_no_recipe"
+#: ``layer.metadata`` keys the plugin's reader records about a file.
+READER_FILE_KEYS = ("source", "conv_resample_meta")
 #: Metadata key marking the Sampling inspector's overlay layers (not inputs).
 OVERLAY_KEY = "conv_resample_overlay"
 
@@ -364,10 +366,12 @@ def plan_resample(layer, op, n_spatial=None, **params):
     stage = Stage(op, **params)
     pipeline, no_recipe = chain_recipe(layer, stage, len(axes))
     n_world = len(layer.scale)
+    # Not carried: the recipe keys (set below) and what the reader recorded of
+    # the input's file (its path and voxel size are not this result's).
     metadata = {
         k: v
         for k, v in (layer.metadata or {}).items()
-        if k not in (RECIPE_KEY, SOURCE_KEY, NO_RECIPE_KEY)
+        if k not in (RECIPE_KEY, SOURCE_KEY, NO_RECIPE_KEY, *READER_FILE_KEYS)
     }
     if pipeline is not None:
         metadata[RECIPE_KEY] = pipeline.to_dict()
@@ -379,6 +383,8 @@ def plan_resample(layer, op, n_spatial=None, **params):
         "scale": geom.scale[:n_world],
         "translate": geom.translate[:n_world],
         "metadata": metadata,
+        # channels shown additively stay so (results default to translucent)
+        "blending": layer.blending,
         **_world_kwargs(layer),
     }
     if layer.rgb:

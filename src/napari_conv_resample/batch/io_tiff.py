@@ -102,6 +102,13 @@ class TiffSource:
                 self.shape = tuple(next(sizes) if k else 1 for k in self._kept)
                 axes = declared
             self.meta = read_meta(self._tif, self._series, axes)
+            #: What a user should know about how the file is read.
+            self.notes = []
+            if len(self._tif.series) > 1:
+                self.notes.append(
+                    f"the file holds {len(self._tif.series)} image series; only the "
+                    f"first ({self._series.axes} {tuple(self._series.shape)}) is processed"
+                )
             self._zarr = None
             self._mapped = None
         except Exception:

@@ -166,13 +166,22 @@ def resolve_axes(meta, axes_option):
                     f"--axes {axes_option}: the file's axes are {meta.axes!r}, no {letter!r}"
                 )
             out.append(i)
-        return tuple(sorted(out))
-    out = []
-    for a in axes_option:
-        if not -ndim <= a < ndim:
-            raise ValueError(f"--axes: axis {a} is out of range for a {ndim}-D image")
-        out.append(a % ndim)
-    return tuple(sorted(set(out)))
+    else:
+        out = []
+        for a in axes_option:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"--axes: axis {a} is out of range for a {ndim}-D image")
+            out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"--axes {axes_option}: names an axis twice")
+    if out != sorted(out):
+        # Per-axis values (--stride 1,2,2) follow the axes: in the file's order.
+        order = "".join(meta.axes[i] for i in sorted(out))
+        raise ValueError(
+            f"--axes {axes_option}: name the axes in the file's order ({order}); "
+            "per-axis values follow that order"
+        )
+    return tuple(out)
 
 
 def updated(meta, specs):

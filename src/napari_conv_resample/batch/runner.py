@@ -199,6 +199,7 @@ def _plan(src, found, options):
         "format": fmt,
         "meta_in": meta.to_dict(),
         "meta_out": meta_out.to_dict(),
+        "notes": list(getattr(src, "notes", [])),
         "_specs": specs,
         "_meta_out": meta_out,
         "_axes": axes,
