@@ -460,3 +460,25 @@ def test_axes_out_of_the_files_order_are_refused_per_file(tiffs, tmp_path, capsy
     assert code == 1 and "name the axes in the file's order (YX)" in reason
     code, _, _ = run_cli(["down", d / "plain.tif", "-o", tmp_path / "o", "--axes", "YX"], capsys)
     assert code == 0
+
+
+def test_resampling_the_samples_axis_needs_a_store_that_can_hold_it(tmp_path, capsys):
+    """--axes YXS on an RGB TIFF makes 2 samples: not storable as TIFF samples
+    (a clear failure), stored as channels in OME-Zarr."""
+    rgb = (np.random.default_rng(2).random((24, 28, 3)) * 255).astype(np.uint8)
+    src = tmp_path / "rgb.tif"
+    tifffile.imwrite(src, rgb, photometric="rgb")
+    code, stdout, _ = run_cli(
+        ["down", src, "-o", tmp_path / "t", "--axes", "YXS", "--json"], capsys
+    )
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "samples axis S would have 2 values" in reason
+    assert not (tmp_path / "t" / "rgb.tif").exists()
+    argv = ["down", src, "-o", tmp_path / "z", "--axes", "YXS", "--format", "ome-zarr"]
+    assert run_cli(argv, capsys)[0] == 0
+    from napari_conv_resample.batch.io_zarr import ZarrSource
+
+    with ZarrSource(tmp_path / "z" / "rgb.ome.zarr") as out:
+        assert out.meta.axes == "CYX" and out.shape == (2, 12, 14)  # stored channels first
+        want = np.moveaxis(Pipeline([Stage("down")])(rgb), -1, 0)
+        np.testing.assert_allclose(out.read(), want, rtol=1e-6)

@@ -49,8 +49,8 @@ examples:
   conv-resample up small/ -o big/ --stride 2
   # pyrUp (binomial, k=5, padding 2, output padding 1)
   conv-resample up a.tif -o out/ --kernel binomial --size 5 --padding 2 --output-padding 1
-  # only Y and X of a ZYX stack, to a given size
-  conv-resample up a.ome.tif -o out/ --axes YX --output-size 512,512
+  # only Y and X of a ZYX stack; 2L+1 pixels instead of 2L (a 256x256 plane: 513x513)
+  conv-resample up a.ome.tif -o out/ --axes YX --output-size 513,513
 """,
     "run": """\
 examples:
@@ -233,25 +233,42 @@ def _add_io(p):
 
 
 def _add_stage_options(p, op):
-    d = DEFAULTS[op]
+    """The stage options of ``op`` ('down', 'up', or None: both, as --op picks)."""
+
+    def default(key, show=lambda v: v):
+        ops = ("down", "up") if op is None else (op,)
+        values = [show(DEFAULTS[o][key]) for o in ops]
+        if len(set(map(str, values))) == 1:
+            return f"default {values[0]}"
+        return "default " + ", ".join(f"{o} {v}" for o, v in zip(ops, values))
+
     p.add_argument(
         "--kernel",
         help=f"preset ({', '.join(PRESETS)}) or a .npy/.json/text file of weights "
-        f"(default {d['kernel']})",
+        f"({default('kernel')})",
     )
-    p.add_argument("--size", help=f"taps per axis, e.g. 3 or 1,3,3 (default {d['size']})")
-    p.add_argument("--stride", help=f"per axis, e.g. 2 or 1,2,2 (default {d['stride']})")
-    p.add_argument("--dilation", help=f"tap spacing per axis (default {d['dilation']})")
+    p.add_argument(
+        "--size",
+        help=f"taps per axis, e.g. 3 or 1,3,3 ({default('size', lambda v: v or 'natural')})",
+    )
+    p.add_argument("--stride", help=f"per axis, e.g. 2 or 1,2,2 ({default('stride')})")
+    p.add_argument("--dilation", help=f"tap spacing per axis ({default('dilation')})")
     p.add_argument(
         "--padding",
         help="same, valid, an integer, one per axis or lo:hi pairs "
-        f"(default {d['padding'] or 'exactly stride x L'})",
+        f"({default('padding', lambda v: v or 'exactly stride x L')})",
     )
-    if op == "down":
-        p.add_argument("--mode", choices=MODES, help=f"border mode (default {d['mode']})")
-    else:
-        p.add_argument("--output-padding", help="extra pixels at the high end, per axis")
-        p.add_argument("--output-size", help="wanted output length per spatial axis")
+    if op != "up":
+        where = "" if op == "down" else "down only; "
+        p.add_argument(
+            "--mode",
+            choices=MODES,
+            help=f"border mode ({where}default {DEFAULTS['down']['mode']})",
+        )
+    if op != "down":
+        where = "" if op == "up" else "(up) "
+        p.add_argument("--output-padding", help=f"{where}extra pixels at the high end, per axis")
+        p.add_argument("--output-size", help=f"{where}wanted output length per spatial axis")
 
 
 def build_parser():
@@ -283,9 +300,7 @@ def build_parser():
         elif name == "inspect":
             p.add_argument("recipe", nargs="?", metavar="RECIPE.json")
             p.add_argument("--op", choices=("down", "up"), default="down")
-            _add_stage_options(p, "down")
-            p.add_argument("--output-padding", help="(up) extra pixels at the high end")
-            p.add_argument("--output-size", help="(up) wanted output length per axis")
+            _add_stage_options(p, None)
             p.add_argument("--shape", help="spatial input shape for the masks, e.g. 128,128")
             p.add_argument("--input", action="append", help="image file: show output geometry")
             p.add_argument("--axes")
@@ -524,9 +539,9 @@ def _client(options):
             dashboard_address=None,
             host="127.0.0.1",
             # A failed chunk is reported once, in the file's result; the
-            # workers' and scheduler's own logs of it (and of chunks cancelled
-            # by Ctrl-C) are noise here.
-            silence_logs=logging.CRITICAL,
+            # workers' and scheduler's own logs of it (and, at CRITICAL, of
+            # chunks stopped by Ctrl-C after the client left) are noise here.
+            silence_logs=logging.CRITICAL + 1,
         )
         return Client(cluster), cluster
     return None, None

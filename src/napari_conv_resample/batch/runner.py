@@ -188,6 +188,7 @@ def _plan(src, found, options):
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
     fmt = out_format(found, options, meta)
+    _check_samples(meta, specs[-1].output_shape, fmt)
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
     return {
         "axes": meta.axes,
@@ -204,6 +205,18 @@ def _plan(src, found, options):
         "_meta_out": meta_out,
         "_axes": axes,
     }
+
+
+def _check_samples(meta, shape, fmt):
+    """Refuse a TIFF output whose samples axis S (``--axes YXS``) is no longer
+    RGB(A): a TIFF stores 3 or 4 samples per pixel as colour only."""
+    i = meta.index("S")
+    if fmt == "tiff" and i is not None and shape[i] not in (3, 4):
+        raise ValueError(
+            f"the samples axis S would have {shape[i]} values, which a TIFF cannot store "
+            "as samples (only RGB/RGBA): write --format ome-zarr (S becomes C), or leave "
+            "S out of --axes"
+        )
 
 
 def use_chunks(src, options):
