@@ -343,7 +343,7 @@ def test_rerun_skips_and_overwrite_redoes(tiffs, tmp_path, capsys):
 def test_rerun_into_the_searched_folder_with_a_suffix(tiffs, capsys):
     """-o equal to the searched folder with a suffix: a rerun does not take the
     first run's results as inputs; it skips them, and --overwrite redoes them."""
-    d, _ = tiffs
+    d, a = tiffs
     code, _, stderr = run_cli(["down", d, "-o", d, "--suffix", "_d", "--no-progress"], capsys)
     assert code == 0, stderr
     made = sorted(p.name for p in d.rglob("*_d.*"))
@@ -356,6 +356,12 @@ def test_rerun_into_the_searched_folder_with_a_suffix(tiffs, capsys):
     )
     assert code == 0 and json.loads(stdout)["done"] == 3
     assert not list(d.rglob("*_d_d.*"))
+    # A file of the user's own at a result's path is never taken for a result.
+    tifffile.imwrite(d / "own.tif", a[0])
+    tifffile.imwrite(d / "own_d.tif", a[1, :8])
+    code, _, stderr = run_cli(["down", d, "-o", d, "--suffix", "_d", "--overwrite"], capsys)
+    assert code == 2 and "own_d.tif" in stderr
+    np.testing.assert_array_equal(tifffile.imread(d / "own_d.tif"), a[1, :8])
     # A result named on the command line is an input (its output would be new).
     code, _, stderr = run_cli(
         ["down", d / "plain.tif", d / "plain_d.tif", "-o", d, "--suffix", "_d"], capsys
@@ -482,3 +488,33 @@ def test_resampling_the_samples_axis_needs_a_store_that_can_hold_it(tmp_path, ca
         assert out.meta.axes == "CYX" and out.shape == (2, 12, 14)  # stored channels first
         want = np.moveaxis(Pipeline([Stage("down")])(rgb), -1, 0)
         np.testing.assert_allclose(out.read(), want, rtol=1e-6)
+
+
+def test_recipes_from_the_plugin_inspect_and_keep_their_spatial_dims(tiffs, tmp_path, capsys):
+    """A widget's recipe stores every parameter (output_size null): inspect
+    reads it; its spatial_dims against an explicit --axes of another count is
+    an error naming both."""
+    d, _ = tiffs
+    recipe = tmp_path / "r.json"
+    recipe.write_text(
+        json.dumps(
+            {
+                "format": "napari-conv-resample recipe",
+                "version": 2,
+                "spatial_dims": 2,
+                "stages": [
+                    {"op": "down", "kernel": "gaussian", "size": 3, "stride": 2},
+                    {"op": "up", "kernel": "bilinear", "size": None, "stride": 2,
+                     "padding": None, "output_padding": 0, "output_size": None},
+                ],
+            }
+        )
+    )  # fmt: skip
+    code, stdout, _ = run_cli(["inspect", recipe], capsys)
+    assert code == 0 and "up" in stdout
+    argv = ["run", recipe, d / "ij.tif", "-o", tmp_path / "o", "--json"]
+    code, stdout, _ = run_cli(argv + ["--axes", "ZYX"], capsys)
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "--axes ZYX names 3 axes but the recipe filters 2" in reason
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and json.loads(stdout)["files"][0]["shape_out"] == [5, 40, 50]

@@ -514,3 +514,16 @@ def test_chain_edits_keep_the_pick_only_where_it_fits(make_napari_viewer):
     assert len(errors) == 4 and all("out_index" in m for m in errors[1:]), errors
     assert "stride" in errors[0] and "0" in errors[0]
     assert ins.out_index_value == (7, 8)  # the new chain's centre, kept
+
+
+def test_add_stage_without_an_input_keeps_the_stage(make_napari_viewer):
+    viewer = make_napari_viewer()
+    ins = SamplingInspector(viewer)
+    n = len(notification_manager.records)
+    ins._add_clicked()
+    assert ins.image.value is None and len(ins.pipeline.stages) == 1
+    assert notification_manager.records[n:]  # "choose the input image layer"
+    layer = viewer.add_image(np.ones((20, 20), np.float32))
+    ins.image.value = layer
+    ins._add_clicked()
+    assert len(ins.pipeline.stages) == 2

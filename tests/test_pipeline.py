@@ -274,3 +274,9 @@ def test_spatial_dims_filters_the_last_spatial_axes(tmp_path):
     with pytest.raises(ValueError, match="spatial shape of the 2 axes"):
         planes.receptive_field((5, 16, 18), (0, 0, 0))
     assert planes.receptive_field((16, 18), (3, 4)).shape == (16, 18)
+    # per-axis values follow the axes in the order given, as without spatial_dims
+    uneven = Stage("down", kernel="box", size=1, stride=(1, 2), padding=0)
+    want = Pipeline([uneven])(stack, axes=(2, 1))
+    assert want.shape == (5, 8, 18)
+    got = Pipeline([uneven], spatial_dims=2)(stack, axes=(2, 1, 0))
+    np.testing.assert_array_equal(got, want)

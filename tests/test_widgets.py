@@ -451,3 +451,18 @@ def test_results_keep_blending_and_drop_the_input_files_record(make_napari_viewe
     ins.op.value = "up"
     ins.op.value = "down"
     assert ins.mode.value == "reflect"
+
+
+def test_a_recipe_without_its_source_record_still_chains(make_napari_viewer):
+    """Layers from older versions or other tools may carry a recipe but no
+    source record: a run on them appends its stage."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        np.ones((24, 24), np.float32),
+        metadata={RECIPE_KEY: {"stages": [{"op": "down", "stride": 2}]}},
+    )
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    result = w.run(blocking=True)
+    recipe = Pipeline.from_json(__import__("json").dumps(result.metadata[RECIPE_KEY]))
+    assert len(recipe) == 2 and recipe.spatial_dims == 2

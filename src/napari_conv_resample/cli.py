@@ -347,6 +347,15 @@ def _pipeline(args):
 INSPECT_MAX_PIXELS = 1 << 22
 
 
+def _pixels(shape):
+    return float(np.prod(shape, dtype=np.float64))
+
+
+def _masks_fit(grids):
+    """Whether masks on every stage's grid (``grids``: shapes) are small enough."""
+    return max(_pixels(g) for g in grids) <= INSPECT_MAX_PIXELS
+
+
 def cmd_inspect(args, out):
     pipe = _pipeline(args)
     shape = _ints(args.shape, "shape") if args.shape else None
@@ -357,14 +366,13 @@ def cmd_inspect(args, out):
             grids = [tuple(shape)] + [sp.output_shape for sp in pipe.specs(shape)]
         except (TypeError, ValueError) as exc:
             raise UsageError(f"--shape {args.shape}: {exc}") from None
-        # Every stage's grid gets masks: the largest must fit.
-        if max(int(np.prod(g, dtype=np.float64)) for g in grids) > INSPECT_MAX_PIXELS:
+        if not _masks_fit(grids):
             raise UsageError(
-                f"--shape {args.shape}: the masks of {max(grids, key=np.prod)} pixels are too "
+                f"--shape {args.shape}: the masks of {max(grids, key=_pixels)} pixels are too "
                 f"large (at most {INSPECT_MAX_PIXELS}); the closed-form sizes do not depend "
                 "on the shape: inspect a smaller one"
             )
-    elif not args.input and any("output_size" in st.params for st in pipe.stages):
+    elif not args.input and any(st.params.get("output_size") is not None for st in pipe.stages):
         raise UsageError(
             "output_size depends on the image: give --shape or --input to inspect this chain"
         )
@@ -389,11 +397,10 @@ def cmd_inspect(args, out):
                 # The table on the first file's spatial shape ('same' padding
                 # and so the start offsets depend on it), if its masks are small.
                 spatial = tuple(info["shape_in"][a] for a in info["_axes"])
-                # Every stage's grid gets masks: the largest must fit.
                 grids = [spatial] + [
                     tuple(sp.output_shape[a] for a in info["_axes"]) for sp in info["_specs"]
                 ]
-                if max(int(np.prod(g)) for g in grids) <= INSPECT_MAX_PIXELS:
+                if _masks_fit(grids):
                     shape = spatial
                     note = f"(on {found.path.name}'s spatial shape {spatial})"
                 else:
@@ -453,7 +460,7 @@ def _parse_chunks_option(text):
 
 
 def cmd_process(args, out, err):
-    from .batch.discover import InputError, discover, is_zarr
+    from .batch.discover import InputError, discover, is_zarr, written_by_this_tool
     from .batch.runner import Options, output_path, process, summarize
 
     pipe = _pipeline(args)
@@ -498,7 +505,8 @@ def cmd_process(args, out, err):
                 "inputs are never written to: choose another folder"
             )
     # Results of an earlier run into the searched folder itself (-o . --suffix
-    # _d) are not inputs of this one; files named on the command line are.
+    # _d) are not inputs of this one: files at another input's output path
+    # that this tool wrote (a user's own file there is refused below).
     named = {os.path.realpath(a) for a in args.inputs}
     results = {os.path.realpath(output_path(f, options)) for f in found}
     found = [
@@ -506,6 +514,7 @@ def cmd_process(args, out, err):
         for f in found
         if os.path.realpath(f.path) not in results - named
         or os.path.realpath(output_path(f, options)) == os.path.realpath(f.path)
+        or not written_by_this_tool(f.path)
     ]
     inputs = {os.path.realpath(f.path) for f in found}
     targets = {}

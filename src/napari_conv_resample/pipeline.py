@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_image, is_int, normalize_axes
+from ._validation import check_image, int_tuple, is_int, normalize_axes
 from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, bounding_box, one_hot, ones_kernel
@@ -178,18 +178,21 @@ class Pipeline:
 
         ``axes`` as given (``None``: the operators' default) without
         ``spatial_dims``; with it, the last ``spatial_dims`` of ``axes`` (of
-        every axis when ``None``).
+        every axis when ``None``) in array order, kept in the order given
+        (per-axis values follow it).
         """
         if self.spatial_dims is None:
             return axes
-        axes = normalize_axes(axes, ndim)
-        if len(axes) < self.spatial_dims:
+        last = normalize_axes(axes, ndim)[-self.spatial_dims :]
+        if len(last) < self.spatial_dims:
             raise ValueError(
                 f"the pipeline filters {self.spatial_dims} spatial axes "
-                f"(spatial_dims={self.spatial_dims}) but the image has {len(axes)} "
-                f"(axes {axes} of a {ndim}-D image)"
+                f"(spatial_dims={self.spatial_dims}) but the image has {len(last)} "
+                f"(axes {tuple(last)} of a {ndim}-D image)"
             )
-        return axes[-self.spatial_dims :]
+        if axes is None:
+            return last
+        return tuple(a % ndim for a in int_tuple(axes, "axes") if a % ndim in last)
 
     def __len__(self):
         return len(self.stages)

@@ -49,6 +49,7 @@ from ._layers import (
     layer_data,
     layer_recipe,
     layer_source,
+    recipe_spatial_dims,
     rotate_shear,
     spatial_axes,
     world_to_index,
@@ -122,9 +123,17 @@ def _is_source(layer, source):
 
 
 def _remove_callback(viewer, callback):
-    """Stop picking once the widget is gone."""
-    if callback in viewer.mouse_drag_callbacks:
-        viewer.mouse_drag_callbacks.remove(callback)
+    """Stop picking once the widget is gone.
+
+    Also called from Qt's ``destroyed`` signal, as late as interpreter exit,
+    when the viewer may be half torn down: an exception in a Qt slot aborts
+    the process (PyQt), so none escapes.
+    """
+    try:
+        if callback in viewer.mouse_drag_callbacks:
+            viewer.mouse_drag_callbacks.remove(callback)
+    except Exception:  # noqa: BLE001 - the viewer is gone: nothing to stop
+        pass
 
 
 def _stage_text(stage):
@@ -315,8 +324,9 @@ class SamplingInspector(W.Container):
                 "viewer: choose it as the input and add the stages by hand"
             )
         self.image.value = found[0]
-        if pipeline.spatial_dims or source.get("spatial_shape"):
-            self.spatial_dims.value = pipeline.spatial_dims or len(source["spatial_shape"])
+        dims = recipe_spatial_dims(layer)
+        if dims:
+            self.spatial_dims.value = dims
         self.set_pipeline(pipeline)
         return pipeline
 
@@ -366,7 +376,8 @@ class SamplingInspector(W.Container):
         try:
             self.update(None, blocking=False)
         except Exception:
-            self.set_pipeline(before)
+            if self.image.value is not None:  # without an input the chain waits for one
+                self.set_pipeline(before)
             raise
 
     def _show_clicked(self):

@@ -240,6 +240,16 @@ def recipe_from_metadata(metadata):
     return Pipeline.from_json(json.dumps(recipe))
 
 
+def recipe_spatial_dims(layer):
+    """How many spatial axes the layer's recipe filters: its ``spatial_dims``,
+    else (recipes made before it was recorded) its source's; ``None`` if unknown."""
+    recipe = layer_recipe(layer)
+    if recipe is not None and recipe.spatial_dims:
+        return recipe.spatial_dims
+    shape = (layer_source(layer) or {}).get("spatial_shape")
+    return len(shape) if shape else None
+
+
 def chain_recipe(layer, stage, n_spatial):
     """The recipe of ``stage`` run on ``layer`` with ``n_spatial`` spatial axes.
 
@@ -251,7 +261,7 @@ def chain_recipe(layer, stage, n_spatial):
     prev = layer_recipe(layer)
     if prev is None:
         return Pipeline([stage], spatial_dims=n_spatial), None
-    dims = prev.spatial_dims or len(layer_source(layer)["spatial_shape"])
+    dims = recipe_spatial_dims(layer) or n_spatial
     if dims != n_spatial:
         return None, (
             f"its stages filter {dims}-D ({'ZYX' if dims == 3 else 'YX'}) and then "
@@ -497,6 +507,7 @@ __all__ = [
     "RECIPE_KEY",
     "chain_recipe",
     "recipe_from_metadata",
+    "recipe_spatial_dims",
     "SOURCE_KEY",
     "ResamplePlan",
     "chain_geometry",

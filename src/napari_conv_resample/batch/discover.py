@@ -37,6 +37,24 @@ def is_zarr(path):
     return p.name.lower().endswith(".zarr") or any((p / m).exists() for m in ZARR_MARKERS)
 
 
+def written_by_this_tool(path):
+    """Whether the image at ``path`` is an output of this tool (its mark:
+    TIFF ``Software``, Zarr ``written_by``)."""
+    from .metadata import WRITER
+
+    try:
+        if is_zarr(path):
+            import zarr
+
+            return zarr.open(str(path), mode="r").attrs.get("written_by") == WRITER
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            return str(tif.pages[0].software or "").startswith(WRITER)
+    except Exception:  # unreadable: not known to be ours
+        return False
+
+
 def is_image_path(path):
     p = Path(path)
     return (p.is_file() and is_tiff(p)) or is_zarr(p)

@@ -22,7 +22,14 @@ from dataclasses import replace
 import numpy as np
 import tifffile
 
-from .metadata import LENGTH_METERS, ImageMeta, convert_length, normalize_unit, unit_symbol
+from .metadata import (
+    LENGTH_METERS,
+    WRITER,
+    ImageMeta,
+    convert_length,
+    normalize_unit,
+    unit_symbol,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 #: Files above this many bytes are written as BigTIFF.
@@ -356,7 +363,7 @@ def write_kwargs(meta, shape, dtype):
     flavor = choose_flavor(meta.flavor, meta.axes, dtype)
     axes = meta.axes
     rgb = axes.endswith("S") and shape[-1] in (3, 4)
-    kw = {"photometric": "rgb" if rgb else "minisblack"}
+    kw = {"photometric": "rgb" if rgb else "minisblack", "software": WRITER}
     nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
     # ImageJ reads no BigTIFF: tifffile writes its large hyperstacks as
     # classic TIFF with the data contiguous after one IFD, which ImageJ reads.

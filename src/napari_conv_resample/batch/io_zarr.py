@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import zarr
 
-from .metadata import ImageMeta, guess_axes, normalize_unit
+from .metadata import WRITER, ImageMeta, guess_axes, normalize_unit
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
@@ -302,6 +302,7 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         fmt = 3 if version == "0.5" else 2
         group = zarr.open_group(path, mode="w", zarr_format=fmt)
         group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name"), shape))
+        group.attrs["written_by"] = WRITER
         if fmt == 3:
             kw = {"dimension_names": [a.lower() for a in meta.axes]}
         else:
@@ -316,7 +317,7 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         fill_value=0,
         zarr_format=3,
         dimension_names=[a.lower() for a in meta.axes],
-        attributes={"axes": meta.axes, **meta.to_dict()},
+        attributes={"axes": meta.axes, **meta.to_dict(), "written_by": WRITER},
     )
 
 

@@ -102,6 +102,11 @@ def unit_symbol(unit):
     return _SYMBOLS.get(unit, unit)
 
 
+#: What this tool writes as its name into its outputs (TIFF ``Software``, a
+#: Zarr attribute ``written_by``): a rerun knows its own results by it.
+WRITER = "napari-conv-resample"
+
+
 @dataclass(frozen=True)
 class ImageMeta:
     """Axes and world placement of an image (one entry per array axis)."""

@@ -184,11 +184,18 @@ def describe(found, options):
 def _plan(src, found, options):
     meta = src.meta
     # A recipe made on the YX planes of a stack filters YX planes here too.
-    axes = options.pipeline.stage_axes(len(src.shape), resolve_axes(meta, options.axes))
+    axes = resolve_axes(meta, options.axes)
+    dims = options.pipeline.spatial_dims
+    if options.axes is not None and dims is not None and len(axes) != dims:
+        raise ValueError(
+            f"--axes {options.axes} names {len(axes)} axes but the recipe filters "
+            f"{dims} (spatial_dims={dims})"
+        )
+    axes = options.pipeline.stage_axes(len(src.shape), axes)
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
     fmt = out_format(found, options, meta)
-    _check_samples(meta, specs[-1].output_shape, fmt)
+    _check_samples(meta, axes, specs[-1].output_shape, fmt)
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
     return {
         "axes": meta.axes,
@@ -207,11 +214,11 @@ def _plan(src, found, options):
     }
 
 
-def _check_samples(meta, shape, fmt):
-    """Refuse a TIFF output whose samples axis S (``--axes YXS``) is no longer
-    RGB(A): a TIFF stores 3 or 4 samples per pixel as colour only."""
+def _check_samples(meta, axes, shape, fmt):
+    """Refuse a TIFF output whose samples axis S, resampled (``--axes YXS``),
+    is no longer RGB(A): a TIFF stores 3 or 4 samples per pixel as colour only."""
     i = meta.index("S")
-    if fmt == "tiff" and i is not None and shape[i] not in (3, 4):
+    if fmt == "tiff" and i is not None and i in axes and shape[i] not in (3, 4):
         raise ValueError(
             f"the samples axis S would have {shape[i]} values, which a TIFF cannot store "
             "as samples (only RGB/RGBA): write --format ome-zarr (S becomes C), or leave "
