@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -377,7 +378,9 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
         from distributed import as_completed
 
         store_path = str(scratch if fmt == "tiff" else _array_path(tmp, fmt))
-        gate = Path(tmp).with_name(Path(tmp).name + ".writers")
+        # One gate per run: chunks of an earlier, stopped run still computing
+        # on a long-lived cluster find theirs gone, never this run's.
+        gate = Path(tmp).with_name(f"{Path(tmp).name}.{uuid.uuid4().hex[:12]}.writers")
         gate.touch()
         futures = []
         try:
