@@ -170,3 +170,23 @@ def test_lanczos_order_and_index_types_are_checked_first():
         ncr.sampled_mask((4, 5), (True, 2), size=1)
     rf = ncr.Pipeline([ncr.Stage("down")]).receptive_field((16, 16), (2, 2), upto=np.int64(1))
     assert rf.shape == (16, 16)
+
+
+def test_placement_kernels_and_masks_check_their_inputs():
+    """Bad scale/translate, runaway preset kernels and non-real images in
+    zero_inserted give errors naming the parameter."""
+    from napari_conv_resample import output_geometry, transpose_upsample, zero_inserted
+
+    for bad in ((None, 1), "ab"):
+        with pytest.raises(TypeError, match="scale must be a sequence of numbers"):
+            output_geometry("down", (8, 8), scale=bad)
+    with pytest.raises(ValueError, match="scale=.* finite and non-zero"):
+        output_geometry("down", (8, 8), scale=(0, 1))
+    with pytest.raises(ValueError, match="translate=.* finite"):
+        output_geometry("down", (8, 8), translate=(np.nan, 0))
+    geo = output_geometry("down", (8, 8), scale=(-1.0, 1.0))  # a flipped axis is fine
+    assert geo.scale == (-2.0, 2.0)
+    with pytest.raises(ValueError, match="taps, more than"):
+        transpose_upsample(np.ones((10, 10), np.float32), stride=100000)
+    with pytest.raises(TypeError, match="complex"):
+        zero_inserted(np.array([1 + 5j, 2, 3]), size=3)

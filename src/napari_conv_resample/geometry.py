@@ -392,6 +392,20 @@ class OutputGeometry:
     spec: ResampleSpec
 
 
+def _floats(values, name):
+    """``values`` (a sequence of numbers) as a tuple of floats; an error naming ``name``."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a sequence of numbers, one per image axis, got {values!r}"
+        )
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a sequence of numbers, one per image axis, got {values!r}"
+        ) from None
+
+
 def place_output(spec, scale=None, translate=None, linear=None):
     """World ``scale`` and ``translate`` of ``spec``'s output from its input's.
 
@@ -404,8 +418,12 @@ def place_output(spec, scale=None, translate=None, linear=None):
     turned by them.
     """
     ndim = len(spec.input_shape)
-    scale = (1.0,) * ndim if scale is None else tuple(float(v) for v in scale)
-    translate = (0.0,) * ndim if translate is None else tuple(float(v) for v in translate)
+    scale = (1.0,) * ndim if scale is None else _floats(scale, "scale")
+    translate = (0.0,) * ndim if translate is None else _floats(translate, "translate")
+    if not all(np.isfinite(v) and v != 0 for v in scale):
+        raise ValueError(f"scale={scale!r} must be finite and non-zero on every axis")
+    if not all(np.isfinite(v) for v in translate):
+        raise ValueError(f"translate={translate!r} must be finite on every axis")
     if len(scale) != ndim:
         raise ValueError(f"scale={scale!r} must have one entry per image axis ({ndim})")
     if len(translate) != ndim:

@@ -108,6 +108,11 @@ def normalize_profile(w, stride, dilation, direction):
     return out
 
 
+#: Most taps a preset kernel may have (1 GiB of float64 weights): a larger one
+#: (a stride in the tens of thousands) is a typo, refused before it is built.
+MAX_KERNEL_TAPS = 1 << 27
+
+
 def make_kernel(
     name,
     size=None,
@@ -162,6 +167,12 @@ def make_kernel(
     if size is None:
         size = tuple(natural_size(name, s, sigma=sg, a=a) for s, sg in zip(stride, sigmas))
     size = per_axis_ints(size, ndim, "size")
+    taps = math.prod(size)
+    if taps > MAX_KERNEL_TAPS:
+        raise ValueError(
+            f"a {name} kernel of size={size} (stride={stride}) has {taps} taps, more than "
+            f"{MAX_KERNEL_TAPS}: choose a smaller size or stride"
+        )
     kernel = np.ones((), dtype=np.float64)
     for k, s, d, sg in zip(size, stride, dilation, sigmas):
         w = normalize_profile(kernel_profile(name, k, s, sigma=sg, a=a), s, d, direction)

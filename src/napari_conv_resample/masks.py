@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._reference_engine import correlate_padded, transpose_correlate
-from ._validation import per_axis_ints, shape_ints
+from ._validation import check_image, per_axis_ints, shape_ints
 from .geometry import resolve_spec
 from .padding import fold_padding
 
@@ -191,7 +191,7 @@ def zero_inserted(image, *, size, stride=2, dilation=1, padding=None, output_pad
     numpy.ndarray
         The zero-inserted, padded image (float64).
     """
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(check_image(image), dtype=np.float64)
     spec = resolve_spec(
         "up",
         image.shape,
