@@ -237,3 +237,17 @@ def test_planar_rgb_and_two_sample_tiffs_open(tmp_path, capsys, viewer_open):
         assert len(layers) == 2 and not layers[0].rgb
         assert [lyr.data.shape for lyr in layers] == [shape, shape]
     np.testing.assert_array_equal(viewer_open(d / "pairs.tif")[1].data, pairs[..., 1])
+
+
+def test_imagej_composite_samples_open_as_channels(tmp_path, viewer_open):
+    """An ImageJ composite stored as 3 samples per pixel (16-bit fluorescence,
+    like ImageJ's HeLa sample) opens as three channel layers, not one RGB."""
+    rng = np.random.default_rng(9)
+    data = (rng.random((20, 24, 3)) * 3000).astype(np.uint16)
+    path = tmp_path / "hela_like.tif"
+    # tifffile writes no 16-bit RGB ImageJ file: the description as ImageJ wrote it
+    ij = "ImageJ=1.53t\nimages=1\nchannels=3\nmode=composite\n"
+    tifffile.imwrite(path, data, photometric="rgb", description=ij, metadata=None)
+    layers = viewer_open(path)
+    assert len(layers) == 3 and not layers[0].rgb
+    np.testing.assert_array_equal(layers[2].data, data[..., 2])

@@ -94,14 +94,17 @@ def layer_data(path):
     channels = axes.index("C") if "C" in axes else None
     if "S" in axes:
         s = axes.index("S")
-        if data.shape[s] in (3, 4):
+        # ImageJ composites (a mode set) keep fluorescence channels as samples:
+        # channels, each with its own contrast, not one RGB picture.
+        composite = meta.extra.get("mode") in ("composite", "color", "grayscale")
+        if data.shape[s] in (3, 4) and not composite:
             # RGB(A), also stored by plane (SYX): napari wants it last.
             data = np.moveaxis(data, s, -1) if s != len(axes) - 1 else data
             kwargs["rgb"] = True
             if channels is not None and channels > s:
                 channels -= 1
         elif channels is None:
-            channels = s  # e.g. two samples per pixel: shown as channels
+            channels = s  # e.g. two samples per pixel, a composite: shown as channels
         else:
             raise ValueError(
                 f"{p}: axes {axes!r}: cannot show {data.shape[s]} samples per pixel "
