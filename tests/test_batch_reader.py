@@ -239,9 +239,10 @@ def test_planar_rgb_and_two_sample_tiffs_open(tmp_path, capsys, viewer_open):
     np.testing.assert_array_equal(viewer_open(d / "pairs.tif")[1].data, pairs[..., 1])
 
 
-def test_imagej_composite_samples_open_as_channels(tmp_path, viewer_open):
+def test_imagej_composite_samples_open_as_channels(tmp_path, capsys, viewer_open):
     """An ImageJ composite stored as 3 samples per pixel (16-bit fluorescence,
-    like ImageJ's HeLa sample) opens as three channel layers, not one RGB."""
+    like ImageJ's HeLa sample) opens as three channel layers, not one RGB; so
+    does the batch tool's output of it (samples written as non-RGB)."""
     rng = np.random.default_rng(9)
     data = (rng.random((20, 24, 3)) * 3000).astype(np.uint16)
     path = tmp_path / "hela_like.tif"
@@ -251,3 +252,11 @@ def test_imagej_composite_samples_open_as_channels(tmp_path, viewer_open):
     layers = viewer_open(path)
     assert len(layers) == 3 and not layers[0].rgb
     np.testing.assert_array_equal(layers[2].data, data[..., 2])
+    out = tmp_path / "out"
+    argv = ["down", str(path), "-o", str(out), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr()
+    (written,) = list(out.iterdir())
+    layers = viewer_open(written)
+    assert len(layers) == 3 and not layers[0].rgb
+    want = dilated_downsample(data, axes=(0, 1))
+    np.testing.assert_allclose(layers[1].data, want[..., 1], rtol=1e-6)

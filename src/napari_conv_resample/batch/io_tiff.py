@@ -109,6 +109,8 @@ class TiffSource:
                 self.shape = tuple(next(sizes) if k else 1 for k in self._kept)
                 axes = declared
             self.meta = read_meta(self._tif, self._series, axes)
+            if "S" in axes and samples_are_channels(self._tif, self.meta):
+                self.meta.extra[SAMPLES_AS_CHANNELS] = True
             #: What a user should know about how the file is read.
             self.notes = []
             if len(self._tif.series) > 1:
@@ -178,6 +180,19 @@ class TiffSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+#: ``ImageMeta.extra`` key: the samples axis S holds channels (an ImageJ
+#: composite, or samples not stored as RGB), not the colours of one picture.
+SAMPLES_AS_CHANNELS = "samples_as_channels"
+
+
+def samples_are_channels(tif, meta):
+    """Whether the samples of ``tif`` are channels: an ImageJ composite (its
+    ``mode``) or samples stored with another photometric than RGB."""
+    if meta.extra.get("mode") in ("composite", "color", "grayscale"):
+        return True
+    return tif.pages[0].photometric != tifffile.PHOTOMETRIC.RGB
 
 
 def _check_complete(tif, axes, shape, log_text=""):
@@ -362,8 +377,13 @@ def write_kwargs(meta, shape, dtype):
     """``tifffile.imwrite`` keywords that store ``meta`` for an image of ``shape``."""
     flavor = choose_flavor(meta.flavor, meta.axes, dtype)
     axes = meta.axes
-    rgb = axes.endswith("S") and shape[-1] in (3, 4)
+    i = meta.index("S")
+    rgb = i is not None and shape[i] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS)
     kw = {"photometric": "rgb" if rgb else "minisblack", "software": WRITER}
+    if i is not None:
+        # Samples stored by pixel (YXS) or by plane (SYX), whether colours or
+        # channels (as channels tifffile would take the last axis for columns).
+        kw["planarconfig"] = "contig" if i == len(axes) - 1 else "separate"
     nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
     # ImageJ reads no BigTIFF: tifffile writes its large hyperstacks as
     # classic TIFF with the data contiguous after one IFD, which ImageJ reads.

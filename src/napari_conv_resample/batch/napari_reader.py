@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .discover import is_zarr
-from .io_tiff import TiffSource, is_tiff
+from .io_tiff import SAMPLES_AS_CHANNELS, TiffSource, is_tiff
 from .io_zarr import ZarrSource
 
 #: TIFFs at most this large (bytes) are read into memory; larger ones lazily.
@@ -94,10 +94,10 @@ def layer_data(path):
     channels = axes.index("C") if "C" in axes else None
     if "S" in axes:
         s = axes.index("S")
-        # ImageJ composites (a mode set) keep fluorescence channels as samples:
-        # channels, each with its own contrast, not one RGB picture.
-        composite = meta.extra.get("mode") in ("composite", "color", "grayscale")
-        if data.shape[s] in (3, 4) and not composite:
+        # ImageJ composites keep fluorescence channels as samples (and
+        # this tool writes them back as non-RGB samples): channels, each with
+        # its own contrast, not one RGB picture.
+        if data.shape[s] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS):
             # RGB(A), also stored by plane (SYX): napari wants it last.
             data = np.moveaxis(data, s, -1) if s != len(axes) - 1 else data
             kwargs["rgb"] = True
