@@ -518,3 +518,11 @@ def test_recipes_from_the_plugin_inspect_and_keep_their_spatial_dims(tiffs, tmp_
     assert code == 1 and "--axes ZYX names 3 axes but the recipe filters 2" in reason
     code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and json.loads(stdout)["files"][0]["shape_out"] == [5, 40, 50]
+    # a 3-D recipe on a file with two spatial axes says how to name a third
+    deep = tmp_path / "deep.json"
+    Pipeline([Stage("down")], spatial_dims=3).to_json(deep)
+    code, stdout, _ = run_cli(
+        ["run", deep, d / "plain.tif", "-o", tmp_path / "p", "--json"], capsys
+    )
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "spatial_dims=3" in reason and "--axes" in reason

@@ -192,6 +192,14 @@ def _plan(src, found, options):
             f"--axes {options.axes} names {len(axes)} axes but the recipe filters "
             f"{dims} (spatial_dims={dims})"
         )
+    if dims is not None and len(axes) < dims:
+        # e.g. 3-D filtering in napari of a time-lapse whose frames are Q or T here
+        hint = "".join(a for a in meta.axes if a not in "CS")[-dims:]
+        raise ValueError(
+            f"the recipe filters {dims} spatial axes (spatial_dims={dims}) but the file's "
+            f"axes {meta.axes!r} have {len(axes)} ({''.join(meta.axes[a] for a in axes)}); "
+            f"name {dims} with --axes, e.g. --axes {hint}"
+        )
     axes = options.pipeline.stage_axes(len(src.shape), axes)
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
