@@ -9,6 +9,8 @@ plugin name so the test does not depend on the manifest's state.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -260,3 +262,40 @@ def test_imagej_composite_samples_open_as_channels(tmp_path, capsys, viewer_open
     assert len(layers) == 3 and not layers[0].rgb
     want = dilated_downsample(data, axes=(0, 1))
     np.testing.assert_allclose(layers[1].data, want[..., 1], rtol=1e-6)
+
+
+def test_channel_names_are_carried_and_shown(tmp_path, capsys, viewer_open):
+    """OME-TIFF channel names survive a run to OME-TIFF and to OME-Zarr, and
+    name the channel layers; resampling the channel axis drops them."""
+    import zarr
+
+    rng = np.random.default_rng(4)
+    data = (rng.random((2, 3, 24, 20)) * 1000).astype(np.uint16)
+    src = tmp_path / "in" / "cells.ome.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(
+        src, data, ome=True, metadata={"axes": "CZYX", "Channel": {"Name": ["DAPI", "GFP"]}}
+    )
+
+    def names(path):  # the shared viewer numbers repeated names: "cells [DAPI] [1]"
+        return [re.sub(r" \[\d+\]$", "", lyr.name) for lyr in viewer_open(path)]
+
+    assert names(src) == ["cells [DAPI]", "cells [GFP]"]
+    out = tmp_path / "out"
+    assert main(["down", str(src), "-o", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    assert names(out / "cells.ome.tif") == ["cells [DAPI]", "cells [GFP]"]
+    argv = ["down", str(src), "-o", str(tmp_path / "z"), "--format", "ome-zarr", "--no-progress"]
+    assert main(argv) == 0
+    attrs = dict(zarr.open_group(tmp_path / "z" / "cells.ome.zarr", mode="r").attrs)
+    assert [c["label"] for c in attrs["omero"]["channels"]] == ["DAPI", "GFP"]
+    # back from OME-Zarr to OME-TIFF
+    argv = ["down", str(tmp_path / "z"), "-o", str(tmp_path / "t"), "--format", "tiff"]
+    assert main(argv + ["--no-progress"]) == 0
+    (back,) = list((tmp_path / "t").iterdir())
+    assert names(back) == ["cells [DAPI]", "cells [GFP]"]
+    # two channels resampled into one: no names
+    argv = ["down", str(src), "-o", str(tmp_path / "c"), "--axes", "CZYX", "--kernel", "box"]
+    assert main(argv + ["--size", "2", "--no-progress"]) == 0
+    (one,) = list((tmp_path / "c").iterdir())
+    with tifffile.TiffFile(one) as tif:
+        assert "DAPI" not in (tif.ome_metadata or "")

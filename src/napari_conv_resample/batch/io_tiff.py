@@ -23,9 +23,11 @@ import numpy as np
 import tifffile
 
 from .metadata import (
+    CHANNEL_NAMES,
     LENGTH_METERS,
     WRITER,
     ImageMeta,
+    channel_names,
     convert_length,
     normalize_unit,
     unit_symbol,
@@ -268,7 +270,9 @@ def read_meta(tif, series, axes=None):
     page = series.pages[0] if series.pages else tif.pages[0]
     if tif.is_ome and tif.ome_metadata:
         flavor = "ome"
-        _read_ome(tif.ome_metadata, put)
+        names = _read_ome(tif.ome_metadata, put)
+        if names:
+            extra[CHANNEL_NAMES] = names
     elif tif.is_imagej:
         flavor = "imagej"
         ij = tif.imagej_metadata or {}
@@ -314,11 +318,14 @@ def read_meta(tif, series, axes=None):
 
 
 def _read_ome(xml, put):
+    """Put the first image's sizes and positions; return its channel names
+    (``[]`` unless every channel has one)."""
     root = ET.fromstring(xml)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     pixels = root.find(f"{ns}Image/{ns}Pixels")
     if pixels is None:
-        return
+        return []
+    names = [c.get("Name") for c in pixels.findall(f"{ns}Channel")]
     plane = pixels.find(f"{ns}Plane")
     for letter in "XYZ":
         size = pixels.get(f"PhysicalSize{letter}")
@@ -339,6 +346,7 @@ def _read_ome(xml, put):
     dt = pixels.get("TimeIncrement")
     if dt is not None:
         put("T", float(dt), pixels.get("TimeIncrementUnit", "s"))
+    return names if names and all(names) else []
 
 
 def _imagej_ok(axes, dtype):
@@ -443,6 +451,9 @@ def write_kwargs(meta, shape, dtype):
                 md["TimeIncrementUnit"] = unit_symbol(meta.units[it])
         if planes:
             md["Plane"] = planes
+        names = channel_names(meta, shape)
+        if names:
+            md["Channel"] = {"Name": names}
         if _has_unit_axis(axes, shape):
             md["Description"] = AXES_MARKER + axes
         kw["ome"] = True

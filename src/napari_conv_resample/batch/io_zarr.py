@@ -18,7 +18,14 @@ from dataclasses import replace
 import numpy as np
 import zarr
 
-from .metadata import WRITER, ImageMeta, guess_axes, normalize_unit
+from .metadata import (
+    CHANNEL_NAMES,
+    WRITER,
+    ImageMeta,
+    channel_names,
+    guess_axes,
+    normalize_unit,
+)
 
 NGFF_VERSIONS = ("0.4", "0.5")
 _TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
@@ -108,6 +115,7 @@ class ZarrSource:
             if t1 is not None:
                 trans = trans + np.asarray(t1)
             units = tuple(normalize_unit(a.get("unit")) for a in axes_md) or (None,) * ndim
+            omero = _ome_attr(node.attrs, "omero")
             self.meta = ImageMeta(
                 letters,
                 tuple(float(v) for v in scale),
@@ -121,7 +129,8 @@ class ZarrSource:
                     # Channel names, colours and display windows: presets keep
                     # intensities, so they hold while the channels do (ngff_attrs
                     # drops them if resampling changed their number).
-                    "omero": _ome_attr(node.attrs, "omero"),
+                    "omero": omero,
+                    CHANNEL_NAMES: _omero_labels(omero),
                 },
             )
         self.shape = tuple(int(n) for n in self._arr.shape)
@@ -197,12 +206,24 @@ def ngff_attrs(meta, version="0.4", name=None, shape=None):
     }
     omero = meta.extra.get("omero")
     extra = {}
+    names = channel_names(meta, shape)
     if isinstance(omero, dict) and _channels_match(omero, meta.axes, shape):
         extra["omero"] = omero
+    elif names:  # from an OME-TIFF: labels only
+        extra["omero"] = {"channels": [{"label": n, "active": True} for n in names]}
     if version == "0.5":
         return {"ome": {"version": "0.5", "multiscales": [ms], **extra}}
     ms["version"] = version
     return {"multiscales": [ms], **extra}
+
+
+def _omero_labels(omero):
+    """The channel labels of an ``omero`` block (``None`` unless all have one)."""
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list) or not channels:
+        return None
+    labels = [c.get("label") if isinstance(c, dict) else None for c in channels]
+    return [str(v) for v in labels] if all(labels) else None
 
 
 def _channels_match(omero, axes, shape):

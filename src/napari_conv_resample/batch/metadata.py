@@ -107,6 +107,21 @@ def unit_symbol(unit):
 WRITER = "napari-conv-resample"
 
 
+#: ``ImageMeta.extra`` key: one name per channel (OME ``Channel Name``,
+#: OME-Zarr ``omero`` labels).
+CHANNEL_NAMES = "channel_names"
+
+
+def channel_names(meta, shape):
+    """The names of the channels of an image of ``shape`` with ``meta``, or
+    ``None`` (none recorded, or their number changed: ``--axes CZYX``)."""
+    names = meta.extra.get(CHANNEL_NAMES)
+    i = meta.index("C")
+    if not names or i is None or shape is None or len(names) != shape[i]:
+        return None
+    return list(names)
+
+
 @dataclass(frozen=True)
 class ImageMeta:
     """Axes and world placement of an image (one entry per array axis)."""

@@ -30,6 +30,7 @@ import numpy as np
 from .discover import is_zarr
 from .io_tiff import SAMPLES_AS_CHANNELS, TiffSource, is_tiff
 from .io_zarr import ZarrSource
+from .metadata import channel_names
 
 #: TIFFs at most this large (bytes) are read into memory; larger ones lazily.
 IN_MEMORY_BYTES = 1 << 30
@@ -112,7 +113,10 @@ def layer_data(path):
             )
     if channels is not None:
         kwargs["channel_axis"] = channels
-        kwargs["name"] = [f"{name} [c{i}]" for i in range(data.shape[channels])]
+        n = data.shape[channels]
+        names = channel_names(meta, src.shape) if "C" in axes else None
+        labels = names or [f"c{i}" for i in range(n)]
+        kwargs["name"] = [f"{name} [{label}]" for label in labels]
     return [(data, kwargs, "image")]
 
 
