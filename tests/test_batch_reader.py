@@ -299,3 +299,23 @@ def test_channel_names_are_carried_and_shown(tmp_path, capsys, viewer_open):
     (one,) = list((tmp_path / "c").iterdir())
     with tifffile.TiffFile(one) as tif:
         assert "DAPI" not in (tif.ome_metadata or "")
+
+
+def test_colour_photometrics_are_colours_and_grey_samples_are_channels():
+    """JPEG colour TIFFs store YCbCr (tifffile decodes it to RGB): colours, as
+    RGB is; grey samples (MINISBLACK) and ImageJ composites are channels."""
+    from types import SimpleNamespace
+
+    from napari_conv_resample.batch.io_tiff import samples_are_channels
+
+    def tif(photometric):
+        return SimpleNamespace(pages=[SimpleNamespace(photometric=photometric)])
+
+    grid = ("YXS", (1.0,) * 3, (0.0,) * 3, (None,) * 3)
+    plain = ImageMeta(*grid, "plain", {})
+    composite = ImageMeta(*grid, "imagej", {"mode": "composite"})
+    ph = tifffile.PHOTOMETRIC
+    assert not samples_are_channels(tif(ph.RGB), plain)
+    assert not samples_are_channels(tif(ph.YCBCR), plain)
+    assert samples_are_channels(tif(ph.MINISBLACK), plain)
+    assert samples_are_channels(tif(ph.RGB), composite)

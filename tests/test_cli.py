@@ -468,26 +468,25 @@ def test_axes_out_of_the_files_order_are_refused_per_file(tiffs, tmp_path, capsy
     assert code == 0
 
 
-def test_resampling_the_samples_axis_needs_a_store_that_can_hold_it(tmp_path, capsys):
-    """--axes YXS on an RGB TIFF makes 2 samples: not storable as TIFF samples
-    (a clear failure), stored as channels in OME-Zarr."""
+def test_resampling_the_samples_axis_gives_grey_samples_or_channels(tmp_path, capsys):
+    """--axes YXS on an RGB TIFF makes 2 samples: written to TIFF as 2 grey
+    samples (it failed with a tifffile shape error), to OME-Zarr as channels."""
     rgb = (np.random.default_rng(2).random((24, 28, 3)) * 255).astype(np.uint8)
     src = tmp_path / "rgb.tif"
     tifffile.imwrite(src, rgb, photometric="rgb")
-    code, stdout, _ = run_cli(
-        ["down", src, "-o", tmp_path / "t", "--axes", "YXS", "--json"], capsys
-    )
-    reason = json.loads(stdout)["files"][0]["reason"]
-    assert code == 1 and "samples axis S would have 2 values" in reason
-    assert not (tmp_path / "t" / "rgb.tif").exists()
+    want = Pipeline([Stage("down")])(rgb)
+    code, stdout, _ = run_cli(["down", src, "-o", tmp_path / "t", "--axes", "YXS"], capsys)
+    assert code == 0, stdout
+    with tifffile.TiffFile(tmp_path / "t" / "rgb.tif") as tif:
+        assert tif.series[0].axes == "YXS" and tif.pages[0].photometric == 1  # MINISBLACK
+        np.testing.assert_allclose(tif.asarray(), want, rtol=1e-6)
     argv = ["down", src, "-o", tmp_path / "z", "--axes", "YXS", "--format", "ome-zarr"]
     assert run_cli(argv, capsys)[0] == 0
     from napari_conv_resample.batch.io_zarr import ZarrSource
 
     with ZarrSource(tmp_path / "z" / "rgb.ome.zarr") as out:
         assert out.meta.axes == "CYX" and out.shape == (2, 12, 14)  # stored channels first
-        want = np.moveaxis(Pipeline([Stage("down")])(rgb), -1, 0)
-        np.testing.assert_allclose(out.read(), want, rtol=1e-6)
+        np.testing.assert_allclose(out.read(), np.moveaxis(want, -1, 0), rtol=1e-6)
 
 
 def test_recipes_from_the_plugin_inspect_and_keep_their_spatial_dims(tiffs, tmp_path, capsys):
@@ -525,4 +524,11 @@ def test_recipes_from_the_plugin_inspect_and_keep_their_spatial_dims(tiffs, tmp_
         ["run", deep, d / "plain.tif", "-o", tmp_path / "p", "--json"], capsys
     )
     reason = json.loads(stdout)["files"][0]["reason"]
-    assert code == 1 and "spatial_dims=3" in reason and "--axes" in reason
+    assert code == 1 and "spatial_dims=3" in reason and "no 3 axes to filter" in reason
+    frames = tmp_path / "frames.tif"  # no axes metadata: tifffile calls the frames Q
+    tifffile.imwrite(frames, _stack((4, 20, 24)), photometric="minisblack")
+    code, stdout, _ = run_cli(["run", deep, frames, "-o", tmp_path / "q", "--json"], capsys)
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert code == 1 and "e.g. --axes QYX" in reason
+    code, _, _ = run_cli(["run", deep, frames, "-o", tmp_path / "q", "--axes", "QYX"], capsys)
+    assert code == 0

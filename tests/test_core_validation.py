@@ -177,7 +177,7 @@ def test_placement_kernels_and_masks_check_their_inputs():
     zero_inserted give errors naming the parameter."""
     from napari_conv_resample import output_geometry, transpose_upsample, zero_inserted
 
-    for bad in ((None, 1), "ab"):
+    for bad in ((None, 1), "ab", (10**400, 1)):
         with pytest.raises(TypeError, match="scale must be a sequence of numbers"):
             output_geometry("down", (8, 8), scale=bad)
     with pytest.raises(ValueError, match="scale=.* finite and non-zero"):

@@ -400,7 +400,7 @@ def _floats(values, name):
         )
     try:
         return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TypeError(
             f"{name} must be a sequence of numbers, one per image axis, got {values!r}"
         ) from None

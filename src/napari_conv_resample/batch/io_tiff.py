@@ -191,10 +191,12 @@ SAMPLES_AS_CHANNELS = "samples_as_channels"
 
 def samples_are_channels(tif, meta):
     """Whether the samples of ``tif`` are channels: an ImageJ composite (its
-    ``mode``) or samples stored with another photometric than RGB."""
+    ``mode``) or grey samples (MINISBLACK/MINISWHITE); RGB, YCbCr (JPEG
+    colour, decoded to RGB), palette and the rest are colours."""
     if meta.extra.get("mode") in ("composite", "color", "grayscale"):
         return True
-    return tif.pages[0].photometric != tifffile.PHOTOMETRIC.RGB
+    grey = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE)
+    return tif.pages[0].photometric in grey
 
 
 def _check_complete(tif, axes, shape, log_text=""):

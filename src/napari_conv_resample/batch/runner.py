@@ -194,17 +194,20 @@ def _plan(src, found, options):
         )
     if dims is not None and len(axes) < dims:
         # e.g. 3-D filtering in napari of a time-lapse whose frames are Q or T here
-        hint = "".join(a for a in meta.axes if a not in "CS")[-dims:]
+        others = "".join(a for a in meta.axes if a not in "CS")
+        hint = (
+            f"name {dims} with --axes, e.g. --axes {others[-dims:]}"
+            if len(others) >= dims
+            else f"it has no {dims} axes to filter"
+        )
         raise ValueError(
             f"the recipe filters {dims} spatial axes (spatial_dims={dims}) but the file's "
-            f"axes {meta.axes!r} have {len(axes)} ({''.join(meta.axes[a] for a in axes)}); "
-            f"name {dims} with --axes, e.g. --axes {hint}"
+            f"axes {meta.axes!r} have {len(axes)} ({''.join(meta.axes[a] for a in axes)}); " + hint
         )
     axes = options.pipeline.stage_axes(len(src.shape), axes)
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
     fmt = out_format(found, options, meta)
-    _check_samples(meta, axes, specs[-1].output_shape, fmt)
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
     return {
         "axes": meta.axes,
@@ -221,18 +224,6 @@ def _plan(src, found, options):
         "_meta_out": meta_out,
         "_axes": axes,
     }
-
-
-def _check_samples(meta, axes, shape, fmt):
-    """Refuse a TIFF output whose samples axis S, resampled (``--axes YXS``),
-    is no longer RGB(A): a TIFF stores 3 or 4 samples per pixel as colour only."""
-    i = meta.index("S")
-    if fmt == "tiff" and i is not None and i in axes and shape[i] not in (3, 4):
-        raise ValueError(
-            f"the samples axis S would have {shape[i]} values, which a TIFF cannot store "
-            "as samples (only RGB/RGBA): write --format ome-zarr (S becomes C), or leave "
-            "S out of --axes"
-        )
 
 
 def use_chunks(src, options):
