@@ -159,19 +159,24 @@ class TiffSource:
             if base is not None and hasattr(mmap, "MADV_DONTNEED"):
                 base.madvise(mmap.MADV_DONTNEED)
             return part
+        if self._kept is None:
+            return np.asarray(self.stored()[index])
+        # The stored array lacks the length-1 axes put back: index it without them.
+        index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
+        stored = tuple(ix for ix, keep in zip(index, self._kept) if keep)
+        part = np.asarray(self.stored()[stored])
+        shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
+        return part.reshape(shape)
+
+    def stored(self):
+        """The image as the file stores it, a lazy zarr array (without the
+        length-1 axes :attr:`shape` puts back)."""
         if self._zarr is None:
             import zarr
 
             # level 0: a pyramid's series opens as a group of levels otherwise
             self._zarr = zarr.open(self._series.aszarr(level=0), mode="r")
-        if self._kept is None:
-            return np.asarray(self._zarr[index])
-        # The stored array lacks the length-1 axes put back: index it without them.
-        index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
-        stored = tuple(ix for ix, keep in zip(index, self._kept) if keep)
-        part = np.asarray(self._zarr[stored])
-        shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
-        return part.reshape(shape)
+        return self._zarr
 
     def close(self):
         self._mapped = None

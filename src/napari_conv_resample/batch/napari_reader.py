@@ -56,10 +56,8 @@ def _lazy(src):
     mapped = src.mapped()
     if mapped is not None:  # one uncompressed run: pages are read as they are shown
         return da.from_array(mapped, chunks="auto")
-    import zarr
-
     # The stored array may lack length-1 axes the source puts back.
-    return da.from_zarr(zarr.open(src._series.aszarr(level=0), mode="r")).reshape(src.shape)
+    return da.from_zarr(src.stored()).reshape(src.shape)
 
 
 def _data(src):
@@ -108,8 +106,8 @@ def layer_data(path):
             channels = s  # e.g. two samples per pixel, a composite: shown as channels
         else:
             raise ValueError(
-                f"{p}: axes {axes!r}: cannot show {data.shape[s]} samples per pixel "
-                "besides a channel axis (only RGB/RGBA samples)"
+                f"{p}: axes {axes!r}: its {data.shape[s]} samples per pixel are channels "
+                "besides a channel axis C: napari shows one channel axis"
             )
     if channels is not None:
         kwargs["channel_axis"] = channels
