@@ -194,6 +194,13 @@ class TiffSource:
 SAMPLES_AS_CHANNELS = "samples_as_channels"
 
 
+def samples_are_rgb(meta, shape):
+    """Whether the samples axis S of an image of ``shape`` holds the colours
+    of one picture (3 or 4 of them, not marked as channels)."""
+    i = meta.index("S")
+    return i is not None and shape[i] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS)
+
+
 def samples_are_channels(tif, meta):
     """Whether the samples of ``tif`` are channels: an ImageJ composite (its
     ``mode``) or grey samples (MINISBLACK/MINISWHITE); RGB, YCbCr (JPEG
@@ -393,7 +400,7 @@ def write_kwargs(meta, shape, dtype):
     flavor = choose_flavor(meta.flavor, meta.axes, dtype)
     axes = meta.axes
     i = meta.index("S")
-    rgb = i is not None and shape[i] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS)
+    rgb = samples_are_rgb(meta, shape)
     kw = {"photometric": "rgb" if rgb else "minisblack", "software": WRITER}
     if i is not None:
         # Samples stored by pixel (YXS) or by plane (SYX), whether colours or

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .discover import is_zarr
-from .io_tiff import SAMPLES_AS_CHANNELS, TiffSource, is_tiff
+from .io_tiff import TiffSource, is_tiff, samples_are_rgb
 from .io_zarr import ZarrSource
 from .metadata import channel_names
 
@@ -96,7 +96,7 @@ def layer_data(path):
         # ImageJ composites keep fluorescence channels as samples (and
         # this tool writes them back as non-RGB samples): channels, each with
         # its own contrast, not one RGB picture.
-        if data.shape[s] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS):
+        if samples_are_rgb(meta, src.shape):
             # RGB(A), also stored by plane (SYX): napari wants it last.
             data = np.moveaxis(data, s, -1) if s != len(axes) - 1 else data
             kwargs["rgb"] = True

@@ -144,7 +144,6 @@ def _remove(path, tries=5):
             if attempt == tries - 1:
                 return False
             time.sleep(0.2)
-    return True
 
 
 def _commit(tmp, final):
