@@ -90,3 +90,38 @@ def test_corrupt_zarr_stores_among_good_ones(tmp_path, capsys):
     assert "not a readable Zarr store" in reasons["garbage.zarr"]
     assert "multiscales" in reasons["group.zarr"]
     assert sorted(p.name for p in out.iterdir()) == ["ok.tif"]
+
+
+def test_axes_ngff_cannot_hold_are_refused_before_writing(tmp_path, capsys):
+    # Channels of RGB pictures (C and S) would become two channel axes, which
+    # NGFF forbids: the file fails with the reason and nothing is written.
+    rng = np.random.default_rng(5)
+    d = tmp_path / "in"
+    d.mkdir()
+    cyxs = (rng.random((2, 16, 16, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(d / "cyxs.ome.tif", cyxs, photometric="rgb", metadata={"axes": "CYXS"})
+    tcyx = rng.random((3, 2, 16, 16)).astype(np.float32)
+    tifffile.imwrite(d / "tcyx.ome.tif", tcyx, metadata={"axes": "TCYX"})
+    out = tmp_path / "out"
+    argv = ["down", d, "-o", out, "--format", "ome-zarr", "--json", "--no-progress"]
+    code = main([str(a) for a in argv])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    by_name = {r["input"].split("/")[-1]: r for r in report["files"]}
+    bad = by_name["cyxs.ome.tif"]
+    assert bad["status"] == "failed"
+    assert "--format ome-zarr" in bad["reason"] and "'CYXS'" in bad["reason"]
+    assert by_name["tcyx.ome.tif"]["status"] == "done"
+    assert sorted(p.name for p in out.iterdir()) == ["tcyx.ome.zarr"]
+    # The same file as TIFF is fine.
+    argv = ["down", d / "cyxs.ome.tif", "-o", out, "--json", "--no-progress"]
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().out
+
+
+def test_ngff_axes_problem():
+    from napari_conv_resample.batch.io_zarr import ngff_axes_problem
+
+    for ok in ("YX", "ZYX", "TCZYX", "YXS", "CYX", "QYX", "TZYX"):
+        assert ngff_axes_problem(ok) is None, ok
+    for bad in ("CYXS", "QCYX", "CX", "X", "TZCYXS"):
+        assert ngff_axes_problem(bad), bad

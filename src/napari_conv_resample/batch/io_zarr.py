@@ -249,6 +249,27 @@ def ngff_order(axes):
     return tuple(perm), stored
 
 
+def ngff_axes_problem(axes):
+    """Why an image with ``axes`` cannot be stored as OME-Zarr, or ``None``.
+
+    NGFF 0.4 and 0.5 allow 2 or 3 space axes, at most one time axis and at
+    most one channel (or custom) axis: ``CYXS`` (channels of RGB pictures) or
+    ``QCYX`` have two of the latter and ``CX`` one space axis.
+    """
+    _, stored = ngff_order(axes)
+    space = sum(a in "ZYX" for a in stored)
+    times = stored.count("T")
+    others = [a for a in stored if a not in "TZYX"]
+    if not 2 <= space <= 3:
+        return f"OME-Zarr needs 2 or 3 of the space axes Z, Y, X; axes {axes!r} have {space}"
+    if times > 1 or len(others) > 1:
+        return (
+            f"OME-Zarr allows one time axis and one channel (or other) axis; axes "
+            f"{axes!r} have {len(others)} ({''.join(others)}) besides space and time"
+        )
+    return None
+
+
 class PermutedArray:
     """A Zarr array stored with its axes permuted, indexed in the image's order."""
 

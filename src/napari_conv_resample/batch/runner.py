@@ -25,7 +25,7 @@ from ..pipeline import Pipeline
 from . import chunked
 from .discover import Found, is_zarr
 from .io_tiff import TiffSource, output_meta_flavor, write_tiff
-from .io_zarr import ZarrSource, create_output, open_output, scratch_array
+from .io_zarr import ZarrSource, create_output, ngff_axes_problem, open_output, scratch_array
 from .metadata import resolve_axes, updated
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
@@ -207,6 +207,9 @@ def _plan(src, found, options):
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
     fmt = out_format(found, options, meta)
+    problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
+    if problem:
+        raise ValueError(f"--format ome-zarr: {problem}; write --format tiff or zarr")
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
     return {
         "axes": meta.axes,
