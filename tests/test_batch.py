@@ -511,6 +511,18 @@ def test_channel_metadata_is_dropped_when_channels_are_resampled(tmp_path, capsy
     assert code == 0, err
     group, *_ = _ngff(out / "c.ome.zarr")
     assert group["0"].shape[0] == 1 and "omero" not in dict(group.attrs)
+    # The same number of channels, but each output channel mixes its neighbours.
+    argv = ["down", src, "-o", out / "mixed", "--axes", "CZYX", "--kernel", "box", "--size", "3"]
+    code, _, err = run_cli(argv + ["--stride", "1", "--padding", "same"], capsys)
+    assert code == 0, err
+    group, *_ = _ngff(out / "mixed" / "c.ome.zarr")
+    assert group["0"].shape[0] == 2 and "omero" not in dict(group.attrs)
+    # A kernel of one tap along C keeps every channel what it was, and its name.
+    argv = ["down", src, "-o", out / "kept", "--axes", "CZYX", "--kernel", "box"]
+    code, _, err = run_cli(argv + ["--size", "1,3,3,3", "--stride", "1,2,2,2"], capsys)
+    assert code == 0, err
+    group, *_ = _ngff(out / "kept" / "c.ome.zarr")
+    assert group["0"].shape[0] == 2 and dict(group.attrs)["omero"] == omero
 
 
 def test_ctrl_c_with_workers_cancels_chunks_and_keeps_nothing(tmp_path):

@@ -212,6 +212,19 @@ def updated(meta, specs):
     non-spatial axes are carried over.
     """
     scale, translate = tuple(meta.scale), tuple(meta.translate)
+    extra = meta.extra
     for spec in specs:
         scale, translate = place_output(spec, scale, translate)
-    return replace(meta, scale=tuple(scale), translate=tuple(translate))
+        if _mixes_axis(spec, meta.index("C")):
+            # An output channel is no longer the input channel of that name.
+            extra = {k: v for k, v in extra.items() if k not in (CHANNEL_NAMES, "omero")}
+    return replace(meta, scale=tuple(scale), translate=tuple(translate), extra=extra)
+
+
+def _mixes_axis(spec, axis):
+    """Whether ``spec`` makes output index i along ``axis`` other than input index i."""
+    if axis is None or axis not in spec.axes:
+        return False
+    j = spec.axes.index(axis)
+    taps = (spec.size[j], spec.stride[j], spec.pad_lo[j], spec.pad_hi[j])
+    return taps != (1, 1, 0, 0) or spec.output_padding[j] != 0
