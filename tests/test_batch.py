@@ -662,3 +662,84 @@ def test_imagej_outputs_are_never_bigtiff():
     flavor, kw = write_kwargs(ome, big, np.float32)
     assert flavor == "ome" and kw["bigtiff"] is True
     assert write_kwargs(ome, (4, 64, 64), np.float32)[1]["bigtiff"] is False
+
+
+@pytest.mark.parametrize(
+    "fmt, extra, name",
+    [
+        ("tiff", [], "cells.ome.tif"),
+        ("tiff", ["--chunks", "8"], "cells.ome.tif"),
+        ("zarr", [], "cells.zarr"),
+        ("ome-zarr", ["--chunks", "8"], "cells.ome.zarr"),
+    ],
+)
+def test_outputs_record_how_they_were_made_and_reruns_compare(tmp_path, capsys, fmt, extra, name):
+    """Every output stores its recipe and input; a rerun skips an output made
+    with the same settings and says which settings differ when it is stale."""
+    from napari_conv_resample.batch.metadata import PROVENANCE
+    from napari_conv_resample.batch.runner import open_source
+
+    rng = np.random.default_rng(8)
+    data = (rng.random((6, 20, 22)) * 1000).astype(np.uint16)
+    src = tmp_path / "in" / "cells.ome.tif"
+    src.parent.mkdir()
+    md = {"axes": "ZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+    tifffile.imwrite(src, data, metadata=md)
+    out = tmp_path / "out"
+    base = ["down", src, "-o", out, "--format", fmt, "--stride", "1,2,2"] + extra
+    code, stdout, err = run_cli(base + ["--json"], capsys)
+    assert code == 0, stdout + err
+    with open_source(out / name) as res:
+        made = res.meta.extra[PROVENANCE]
+    stages = [{"op": "down", "stride": [1, 2, 2]}]
+    assert made["recipe"] == {
+        "format": "napari-conv-resample recipe",
+        "version": 2,
+        "stages": stages,
+        "spatial_dims": 3,
+    }
+    recipe = Pipeline.from_json(json.dumps(made["recipe"]))
+    assert recipe.stages == [Stage("down", stride=(1, 2, 2))]
+    assert made["spatial_axes"] == "ZYX" and made["preserve_dtype"] is False
+    assert made["input"] == {
+        "name": "cells.ome.tif",
+        "axes": "ZYX",
+        "shape": [6, 20, 22],
+        "scale": [2.0, 0.5, 0.5],
+        "translate": [0.0, 0.0, 0.0],
+        "units": [UM, UM, UM],
+    }
+
+    def reason(argv):
+        code, stdout, err = run_cli(argv + ["--json"], capsys)
+        assert code == 0, stdout + err
+        (f,) = json.loads(stdout)["files"]
+        assert f["status"] == "skipped"
+        return f["reason"]
+
+    assert reason(base) == "output exists, made with these settings (use --overwrite to redo)"
+    stale = reason(base[: -2 - len(extra)] + ["--stride", "2"] + extra)
+    assert "made with different settings (stages)" in stale and "--overwrite" in stale
+    stale = reason(base + ["--preserve-dtype"])
+    assert "(--preserve-dtype)" in stale
+    # The input changed size since: the output no longer is its result.
+    tifffile.imwrite(src, data[:, :10], metadata=md)
+    assert "(input (shape or placement))" in reason(base)
+    code, stdout, _ = run_cli(base + ["--no-progress"], capsys)
+    assert "skipped: " in stdout and "different settings" in stdout
+    # --overwrite redoes it with these settings; then it is up to date again.
+    code, stdout, err = run_cli(base + ["--overwrite", "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["done"] == 1, stdout + err
+    assert reason(base) == "output exists, made with these settings (use --overwrite to redo)"
+
+
+def test_an_output_without_a_record_is_kept_whatever_its_settings(tmp_path, capsys):
+    src = tmp_path / "in" / "a.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, np.ones((8, 8), np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    tifffile.imwrite(out / "a.tif", np.zeros((2, 2), np.float32))  # someone else's file
+    code, stdout, _ = run_cli(["down", src, "-o", out, "--no-progress"], capsys)
+    assert code == 0 and "records no settings" in stdout and "whatever its settings" in stdout
+    np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), np.zeros((2, 2)))

@@ -199,9 +199,10 @@ def test_corrupt_file_among_good_ones(tiffs, tmp_path, capsys):
     # The plain text summary names the path and the reason too.
     code, stdout, _ = run_cli(["down", d, "-o", out, "--no-progress"], capsys)
     assert code == 1 and "broken.tif" in stdout and "3 skipped" in stdout
-    # Skipped outputs are named with what a re-run with other settings needs.
-    assert "skipped 3 file(s) whose output already exists" in stdout
-    assert "--overwrite redoes them" in stdout
+    # Skipped outputs: made with these settings (their record says so).
+    assert "skipped 3 file(s) whose output exists, made with these settings" in stdout
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--stride", "3", "--no-progress"], capsys)
+    assert stdout.count("made with different settings (stages); use --overwrite") == 3
 
 
 @pytest.mark.parametrize(

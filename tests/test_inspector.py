@@ -527,3 +527,51 @@ def test_add_stage_without_an_input_keeps_the_stage(make_napari_viewer):
     ins.image.value = layer
     ins._add_clicked()
     assert len(ins.pipeline.stages) == 2
+
+
+def test_a_batch_output_opened_in_napari_carries_its_recipe(make_napari_viewer, tmp_path):
+    """A batch result opened with the plugin's reader (even before its input)
+    gives the inspector its chain and input; a widget stage on it extends the
+    recipe, which the batch tool then reproduces on the input file."""
+    import tifffile
+
+    from napari_conv_resample.batch.napari_reader import read
+    from napari_conv_resample.batch.runner import open_source
+    from napari_conv_resample.cli import main
+
+    rng = np.random.default_rng(3)
+    data = rng.random((5, 30, 32)).astype(np.float32)
+    src = tmp_path / "in" / "cells.ome.tif"
+    src.parent.mkdir()
+    md = {"axes": "ZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+    tifffile.imwrite(src, data, metadata=md)
+    out = tmp_path / "out"
+    argv = ["down", str(src), "-o", str(out), "--kernel", "gaussian", "--stride", "1,2,2"]
+    assert main(argv + ["--no-progress"]) == 0
+    viewer = make_napari_viewer()
+    for path in (out / "cells.ome.tif", src):  # the result first: it keeps the name
+        for layer_data, kwargs, _ in read(str(path)):
+            viewer.add_image(layer_data, **kwargs)
+    result, layer = viewer.layers
+    assert layer.name != "cells"  # napari numbered the input's name
+    ins = SamplingInspector(viewer)
+    pipeline = ins.load_from_layer(result)
+    assert ins.image.value is layer and ins.spatial_dims.value == 3
+    assert pipeline.stages == [Stage("down", kernel="gaussian", stride=(1, 2, 2))]
+    ins.update(None)  # the overlays are drawn on the input's grid
+    rf = ins.layers["receptive_field"]
+    np.testing.assert_allclose(rf.scale[-3:], layer.scale[-3:])
+
+    down = DownsampleWidget(viewer)
+    down.image.value = result
+    down.stride.value = "2"
+    down.kernel.value = "box"
+    second = down.run(blocking=True)
+    recipe = down.save_recipe(tmp_path / "recipe.json")
+    assert recipe is not None
+    again = tmp_path / "again"
+    assert main(["run", str(recipe), str(src), "-o", str(again), "--no-progress"]) == 0
+    with open_source(again / "cells.ome.tif") as res:
+        np.testing.assert_allclose(res.read(), second.data, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(res.meta.scale, second.scale)
+        np.testing.assert_allclose(res.meta.translate, second.translate)

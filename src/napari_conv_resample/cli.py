@@ -641,16 +641,29 @@ def _run_batch(found, options, args, out, err, process, summarize):
                 print(f"failed: {r.input}: {r.reason}", file=out)
             for note in (r.info or {}).get("notes", []):
                 print(f"note: {r.input}: {note}", file=out)
+        # A resumed batch skips its finished files; a re-run with other
+        # settings must not pass off the old results as new ones.
+        from .batch.runner import OUTPUT_EXISTS, OUTPUT_UP_TO_DATE
+
         skipped = [r for r in results if r.status == "skipped"]
-        if skipped:
-            # A resumed batch skips its finished files; a re-run with other
-            # settings must not pass off the old results as new ones.
+        same = [r for r in skipped if r.reason == OUTPUT_UP_TO_DATE]
+        unknown = [r for r in skipped if r.reason == OUTPUT_EXISTS]
+        if same:
             print(
-                f"skipped {len(skipped)} file(s) whose output already exists "
-                f"(e.g. {skipped[0].output}): kept as an earlier run wrote it, "
-                "whatever its settings; --overwrite redoes them with these",
+                f"skipped {len(same)} file(s) whose output exists, made with these settings "
+                f"(e.g. {same[0].output})",
                 file=out,
             )
+        if unknown:
+            print(
+                f"skipped {len(unknown)} file(s) whose output already exists "
+                f"(e.g. {unknown[0].output}) and records no settings: kept as it was "
+                "written, whatever its settings; --overwrite redoes them with these",
+                file=out,
+            )
+        for r in skipped:
+            if r not in same and r not in unknown:  # stale, or being written by another run
+                print(f"skipped: {r.input}: {r.reason}", file=out)
         print(
             f"{report['done']} done, {report['skipped']} skipped, {report['failed']} failed "
             f"in {report['seconds']:.1f} s -> {options.output_dir}",

@@ -313,8 +313,13 @@ class SamplingInspector(W.Container):
                 f"layer {layer.name!r} has no conv-resample recipe" + (f": {why}" if why else "")
             )
         source = layer_source(layer) or {}
-        named = [lyr for lyr in self._image_layers() if lyr.name == source.get("layer")]
-        # Renamed since: the one layer with the recorded spatial shape and placement.
+        named = [
+            lyr
+            for lyr in self._image_layers()
+            if lyr is not layer and lyr.name == source.get("layer")
+        ]
+        # Renamed since (or opened after its result, so napari numbered its
+        # name): the one layer with the recorded spatial shape and placement.
         found = named or [
             lyr for lyr in self._image_layers() if lyr is not layer and _is_source(lyr, source)
         ]

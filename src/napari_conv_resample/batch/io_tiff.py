@@ -8,11 +8,13 @@ needs are read). Physical metadata comes from ImageJ's ``unit``/``spacing``/
 (converted from their own unit to the pixel size's; written per plane),
 or from the JSON description tifffile writes for plain TIFFs (which this tool
 fills with ``scale``/``translate``/``units``). Writing puts the updated
-metadata back in the same places.
+metadata back in the same places, and how the image was made (the recipe)
+into a private tag (``PROVENANCE_TIFF_TAG``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import mmap
@@ -25,6 +27,8 @@ import tifffile
 from .metadata import (
     CHANNEL_NAMES,
     LENGTH_METERS,
+    PROVENANCE,
+    PROVENANCE_TIFF_TAG,
     WRITER,
     ImageMeta,
     channel_names,
@@ -328,7 +332,20 @@ def read_meta(tif, series, axes=None):
                 name, _ = factor[unit_code]
                 put("X", _resolution(page, "XResolution"), name)
                 put("Y", _resolution(page, "YResolution"), name)
+    made = _provenance(tif.pages[0])
+    if made is not None:
+        extra[PROVENANCE] = made
     return ImageMeta(axes, tuple(scale), tuple(translate), tuple(units), flavor, extra)
+
+
+def _provenance(page):
+    """The provenance this tool stored in ``page`` (a dict), or ``None``."""
+    tag = page.tags.get(PROVENANCE_TIFF_TAG)
+    try:
+        made = json.loads(tag.value) if tag is not None else None
+    except (TypeError, ValueError):
+        return None
+    return made if isinstance(made, dict) else None
 
 
 def _read_ome(xml, put):
@@ -402,6 +419,9 @@ def write_kwargs(meta, shape, dtype):
     i = meta.index("S")
     rgb = samples_are_rgb(meta, shape)
     kw = {"photometric": "rgb" if rgb else "minisblack", "software": WRITER}
+    if PROVENANCE in meta.extra:
+        text = json.dumps(meta.extra[PROVENANCE], separators=(",", ":"))
+        kw["extratags"] = [(PROVENANCE_TIFF_TAG, "s", 0, text, True)]
     if i is not None:
         # Samples stored by pixel (YXS) or by plane (SYX), whether colours or
         # channels (as channels tifffile would take the last axis for columns).

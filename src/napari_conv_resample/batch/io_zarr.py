@@ -20,6 +20,7 @@ import zarr
 
 from .metadata import (
     CHANNEL_NAMES,
+    PROVENANCE,
     WRITER,
     ImageMeta,
     channel_names,
@@ -133,6 +134,9 @@ class ZarrSource:
                     CHANNEL_NAMES: _omero_labels(omero),
                 },
             )
+        made = node.attrs.get(PROVENANCE)
+        if isinstance(made, dict):
+            self.meta.extra[PROVENANCE] = made
         self.shape = tuple(int(n) for n in self._arr.shape)
         self.dtype = np.dtype(self._arr.dtype)
         if not self.shape or 0 in self.shape:
@@ -345,6 +349,8 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         group = zarr.open_group(path, mode="w", zarr_format=fmt)
         group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name"), shape))
         group.attrs["written_by"] = WRITER
+        if PROVENANCE in meta.extra:
+            group.attrs[PROVENANCE] = meta.extra[PROVENANCE]
         if fmt == 3:
             kw = {"dimension_names": [a.lower() for a in meta.axes]}
         else:
@@ -359,7 +365,12 @@ def create_output(path, kind, shape, dtype, chunks, meta):
         fill_value=0,
         zarr_format=3,
         dimension_names=[a.lower() for a in meta.axes],
-        attributes={"axes": meta.axes, **meta.to_dict(), "written_by": WRITER},
+        attributes={
+            "axes": meta.axes,
+            **meta.to_dict(),
+            "written_by": WRITER,
+            **({PROVENANCE: meta.extra[PROVENANCE]} if PROVENANCE in meta.extra else {}),
+        },
     )
 
 

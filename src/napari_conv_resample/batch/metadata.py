@@ -107,6 +107,15 @@ def unit_symbol(unit):
 WRITER = "napari-conv-resample"
 
 
+#: ``ImageMeta.extra`` key (and the Zarr attribute) holding how this tool made
+#: an image: its recipe, the spatial axes it filtered and the input's name,
+#: shape and placement (see ``runner.provenance``).
+PROVENANCE = "conv_resample"
+#: A private TIFF tag (ASCII, JSON) holding the provenance in TIFF outputs:
+#: ImageJ and OME keep the image description for their own metadata.
+PROVENANCE_TIFF_TAG = 65123
+
+
 #: ``ImageMeta.extra`` key: one name per channel (OME ``Channel Name``,
 #: OME-Zarr ``omero`` labels).
 CHANNEL_NAMES = "channel_names"

@@ -30,7 +30,7 @@ import numpy as np
 from .discover import is_zarr
 from .io_tiff import TiffSource, is_tiff, samples_are_rgb
 from .io_zarr import ZarrSource
-from .metadata import channel_names
+from .metadata import PROVENANCE, channel_names
 
 #: TIFFs at most this large (bytes) are read into memory; larger ones lazily.
 IN_MEMORY_BYTES = 1 << 30
@@ -77,18 +77,19 @@ def layer_data(path):
     meta = src.meta
     axes = meta.axes
     keep = [i for i, a in enumerate(axes) if a not in "CS"]
-    name = p.name
-    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
+    name = layer_name(p.name)
     kwargs = {
         "name": name,
         "scale": tuple(float(meta.scale[i]) for i in keep),
         "translate": tuple(float(meta.translate[i]) for i in keep),
         "axis_labels": tuple(axes[i].lower() for i in keep),
         "units": tuple(meta.units[i] or "pixel" for i in keep),
-        "metadata": {"source": str(p), "axes": axes, "conv_resample_meta": meta.to_dict()},
+        "metadata": {
+            "source": str(p),
+            "axes": axes,
+            "conv_resample_meta": meta.to_dict(),
+            **recipe_metadata(meta.extra.get(PROVENANCE)),
+        },
     }
     channels = axes.index("C") if "C" in axes else None
     if "S" in axes:
@@ -116,6 +117,35 @@ def layer_data(path):
         labels = names or [f"c{i}" for i in range(n)]
         kwargs["name"] = [f"{name} [{label}]" for label in labels]
     return [(data, kwargs, "image")]
+
+
+def layer_name(file_name):
+    """The layer name of a file: its name without the image extension."""
+    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
+        if file_name.lower().endswith(ext):
+            return file_name[: -len(ext)]
+    return file_name
+
+
+def recipe_metadata(made):
+    """Layer metadata giving a batch output the recipe a widget result has
+    (its stages, and its input as a source layer named as this reader names
+    it), so the inspector and *Save recipe* work on it; ``{}`` without one."""
+    from .._widgets._layers import RECIPE_KEY, SOURCE_KEY
+
+    try:
+        inp = made["input"]
+        where = [inp["axes"].index(a) for a in made["spatial_axes"]]
+        source = {
+            "layer": layer_name(inp["name"]),
+            "spatial_shape": [int(inp["shape"][i]) for i in where],
+            "scale": [float(inp["scale"][i]) for i in where],
+            "translate": [float(inp["translate"][i]) for i in where],
+        }
+        recipe = dict(made["recipe"])
+    except (TypeError, KeyError, ValueError, IndexError):  # none, or not this tool's
+        return {}
+    return {RECIPE_KEY: recipe, SOURCE_KEY: source}
 
 
 def read(path):

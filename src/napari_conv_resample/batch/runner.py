@@ -9,6 +9,7 @@ the files without one. Inputs are never written to.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..operators import cast_result, compute_dtype
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, to_jsonable
 from . import chunked
 from .discover import Found, is_zarr
 from .io_tiff import TiffSource, output_meta_flavor, write_tiff
 from .io_zarr import ZarrSource, create_output, ngff_axes_problem, open_output, scratch_array
-from .metadata import resolve_axes, updated
+from .metadata import PROVENANCE, WRITER, resolve_axes, updated
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
 #: Inputs at most this large (bytes, as float32) are processed in memory
@@ -206,6 +208,8 @@ def _plan(src, found, options):
     axes = options.pipeline.stage_axes(len(src.shape), axes)
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
+    made = provenance(found, src, options, axes)
+    meta_out = replace(meta_out, extra={**meta_out.extra, PROVENANCE: made})
     fmt = out_format(found, options, meta)
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
     if problem:
@@ -228,14 +232,70 @@ def _plan(src, found, options):
     }
 
 
+#: Why a file whose output is there is skipped (before and after taking its
+#: lock): one that records no settings (written by an older version or by
+#: someone else), one made with this run's settings, one made with others.
+OUTPUT_EXISTS = "output exists (use --overwrite to redo)"
+OUTPUT_UP_TO_DATE = "output exists, made with these settings (use --overwrite to redo)"
+OUTPUT_STALE = "output exists but was made with different"
+
+
+def provenance(found, src, options, axes):
+    """How the output of ``found`` is made, as stored in it (JSON-ready):
+    the recipe (with its ``spatial_dims``), the spatial axes it filters, the
+    dtype rule and the input's name, axes, shape and placement."""
+    meta = src.meta
+    recipe = Pipeline(options.pipeline.stages, spatial_dims=len(axes))
+    return to_jsonable(
+        {
+            "recipe": recipe.to_dict(),
+            "spatial_axes": "".join(meta.axes[a] for a in axes),
+            "preserve_dtype": bool(options.preserve_dtype),
+            "input": {
+                "name": Path(found.path).name,
+                "axes": meta.axes,
+                "shape": src.shape,
+                "scale": meta.scale,
+                "translate": meta.translate,
+                "units": meta.units,
+            },
+            "written_by": f"{WRITER} {__version__}",
+        }
+    )
+
+
+#: What an existing output's provenance is compared on before it is skipped.
+_COMPARED = {
+    "recipe": "stages",
+    "spatial_axes": "spatial axes",
+    "preserve_dtype": "--preserve-dtype",
+    "input": "input (shape or placement)",
+}
+
+
+def _exists_reason(found, options, final):
+    """Why an existing output is skipped; it names the settings that differ
+    when the output records other ones than this run's (it is stale)."""
+    try:
+        with open_source(final) as out:
+            made = out.meta.extra.get(PROVENANCE)
+        if not isinstance(made, dict):
+            return OUTPUT_EXISTS
+        with open_source(found.path) as src:
+            want = _plan(src, found, options)["_meta_out"].extra[PROVENANCE]
+    except Exception:  # unreadable or unplannable: the run's own checks report it
+        return OUTPUT_EXISTS
+    want = json.loads(json.dumps(want))
+    changed = [text for key, text in _COMPARED.items() if made.get(key) != want.get(key)]
+    if not changed:
+        return OUTPUT_UP_TO_DATE
+    return f"{OUTPUT_STALE} settings ({', '.join(changed)}); use --overwrite to redo"
+
+
 def use_chunks(src, options):
     if options.chunks is not None or options.workers or options.scheduler:
         return True
     return int(np.prod(src.shape, dtype=np.float64)) * 4 > IN_MEMORY_BYTES
-
-
-#: Why a file whose output is there is skipped (before and after taking its lock).
-OUTPUT_EXISTS = "output exists (use --overwrite to redo)"
 
 
 def process(found, options, *, client=None, chunk_progress=None):
@@ -244,7 +304,7 @@ def process(found, options, *, client=None, chunk_progress=None):
     final = output_path(found, options)
     res = Result(str(found.path), str(final), "done")
     if final.exists() and not options.overwrite:
-        res.status, res.reason = "skipped", OUTPUT_EXISTS
+        res.status, res.reason = "skipped", _exists_reason(found, options, final)
         return res
     tmp = partial_path(final)
     scratch = final.with_name(f".{final.name}.scratch.zarr")
