@@ -237,3 +237,14 @@ def test_one_lo_hi_pair_pads_every_axis():
     assert one.output_shape == every.output_shape
     with pytest.raises(ValueError, match="has 2 entries but there are 3 spatial axes"):
         resolve_spec("down", x.shape, kernel="box", size=2, padding=((1, 0), (0, 1)))
+
+
+def test_linear_is_checked_with_its_name():
+    kw = dict(kernel="box", size=2, padding=0, stride=2)
+    for bad in ([[np.nan, 0], [0, 1]], [[np.inf, 0], [0, 1]]):
+        with pytest.raises(ValueError, match="linear must be finite"):
+            output_geometry("down", (8, 8), linear=bad, **kw)
+    with pytest.raises(TypeError, match="linear must be"):
+        output_geometry("down", (8, 8), linear="eye", **kw)
+    turned = output_geometry("down", (8, 8), linear=[[0, -1], [1, 0]], **kw)
+    assert turned.translate == pytest.approx((-0.5, 0.5))

@@ -178,3 +178,10 @@ def test_bounding_box_of_nonzero_elements():
             )
             assert bounding_box(mask) == want
     assert bounding_box(np.zeros((3, 3))) is None
+
+
+def test_bounding_box_of_a_0d_mask():
+    from napari_conv_resample.masks import bounding_box
+
+    assert bounding_box(np.array(0)) is None
+    assert bounding_box(np.array(3)) == ()

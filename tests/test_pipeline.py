@@ -280,3 +280,38 @@ def test_spatial_dims_filters_the_last_spatial_axes(tmp_path):
     assert want.shape == (5, 8, 18)
     got = Pipeline([uneven], spatial_dims=2)(stack, axes=(2, 1, 0))
     np.testing.assert_array_equal(got, want)
+
+
+def test_summary_without_a_shape_takes_the_axes_any_parameter_fixes():
+    for stage in (
+        Stage("down", kernel="box", size=3, padding=(1, 1, 1), mode="zeros"),
+        Stage("down", kernel="box", size=3, padding=((1, 1), (1, 1), (0, 0)), mode="zeros"),
+    ):
+        want = Pipeline([stage]).summary((40, 40, 40))[0]["rf_size"]
+        assert Pipeline([stage]).summary()[0]["rf_size"] == want
+    # One (lo, hi) pair pads every axis: the default 2 axes, or ndim.
+    pair = Pipeline([Stage("down", kernel="box", size=3, padding=((1, 2),), mode="zeros")])
+    assert len(pair.summary()[0]["rf_size"]) == 2
+    assert len(pair.summary(ndim=3)[0]["rf_size"]) == 3
+
+
+def test_pipeline_shapes_and_ndim_are_checked_with_their_names():
+    p = Pipeline([Stage("down", kernel="box", size=3, stride=2)])
+    for bad in ((8.9, 8), (8, 0), (-8, 8), "8x8"):
+        with pytest.raises((TypeError, ValueError), match="input_shape"):
+            p.receptive_field(bad, (0, 0))
+        with pytest.raises((TypeError, ValueError), match="input_shape"):
+            p.summary(bad)
+    with pytest.raises((TypeError, ValueError), match="input_shape"):
+        p.coverage_map((8.5, 8))
+    assert p.coverage_map(9).shape == (9,)  # one int: 1-D, as the mask functions take it
+    for bad in (0, -1, 2.5, "3"):
+        with pytest.raises(ValueError, match="ndim"):
+            p.summary(ndim=bad)
+    up = Pipeline([Stage("up", kernel="bilinear", stride=2, output_size=(16, 16))])
+    with pytest.raises(ValueError, match="input_shape is needed"):
+        up.summary()
+    assert up.summary((8, 8))[0]["output_shape"] == (16, 16)
+    flat = Pipeline([Stage("down", kernel=np.ones((3, 3)), stride=2)])
+    with pytest.raises(ValueError, match=r"filters 2 spatial axes .* input_shape \(8, 8, 8\)"):
+        flat.receptive_field((8, 8, 8), (0, 0, 0))

@@ -447,13 +447,20 @@ def _turned(shift, linear):
     (rotate @ shear, one row and column per entry of ``shift``) if given."""
     if linear is None:
         return shift
-    linear = np.asarray(linear, dtype=np.float64)
     n = len(shift)
-    if linear.shape != (n, n):
+    try:
+        matrix = np.asarray(linear, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"linear must be a ({n}, {n}) matrix of numbers (rotate @ shear), got {linear!r}"
+        ) from None
+    if matrix.shape != (n, n):
         raise ValueError(
-            f"linear must be a ({n}, {n}) matrix (rotate @ shear), got shape {linear.shape}"
+            f"linear must be a ({n}, {n}) matrix (rotate @ shear), got shape {matrix.shape}"
         )
-    return linear @ shift
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"linear must be finite, got {linear!r}")
+    return matrix @ shift
 
 
 def output_geometry(op, input_shape, *, scale=None, translate=None, linear=None, **params):

@@ -232,6 +232,8 @@ def bounding_box(mask):
     instead of ~60).
     """
     mask = np.asarray(mask)
+    if mask.ndim == 0:
+        return () if mask else None
     box = []
     for a in range(mask.ndim):
         others = tuple(b for b in range(mask.ndim) if b != a)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_image, int_tuple, is_int, normalize_axes
+from ._validation import check_image, int_tuple, is_int, normalize_axes, shape_ints
 from .backends import get_array_module, is_cupy_array
 from .geometry import DEFAULTS, OPS, resolve_spec
 from .masks import adjoint, bounding_box, one_hot, ones_kernel
@@ -106,6 +106,12 @@ class Stage:
     def path_spec(self, spatial_shape):
         """Spec with a kernel of ones (path counting) on an all-spatial shape."""
         spec = self.spec(spatial_shape)
+        if len(spec.axes) != len(spatial_shape):  # an array kernel of fewer axes
+            raise ValueError(
+                f"the {self.op!r} stage filters {len(spec.axes)} spatial axes (its kernel's) "
+                f"but input_shape {tuple(spatial_shape)} has {len(spatial_shape)} (every axis "
+                "of input_shape is spatial)"
+            )
         params = {**self.params, "kernel": ones_kernel(spec.size, len(spatial_shape))}
         params.pop("size", None)
         return resolve_spec(self.op, spatial_shape, **params)
@@ -226,7 +232,7 @@ class Pipeline:
         return self.specs(input_shape, axes)[-1].output_shape
 
     def _path_specs(self, input_shape):
-        out, shape = [], tuple(int(n) for n in input_shape)
+        out, shape = [], shape_ints(input_shape)
         if self.spatial_dims not in (None, len(shape)):
             raise ValueError(
                 f"input_shape {shape} must be the spatial shape of the "
@@ -299,6 +305,13 @@ class Pipeline:
         -------
         list of dict
         """
+        if input_shape is not None:
+            input_shape = shape_ints(input_shape)
+        elif any("output_size" in stage.params for stage in self.stages):
+            raise ValueError(
+                "input_shape is needed for the summary of a pipeline with output_size "
+                "(the field depends on the input length output_size is reached from)"
+            )
         closed = self._closed_form(input_shape, ndim)
         if input_shape is None:
             n = len(closed[0]["rf_size"])
@@ -356,15 +369,19 @@ class Pipeline:
         if input_shape is not None:
             return len(input_shape)
         if ndim is not None:
+            if not is_int(ndim) or ndim < 1:
+                raise ValueError(f"ndim must be an int >= 1 (spatial axes), got {ndim!r}")
             return int(ndim)
         if self.spatial_dims is not None:
             return self.spatial_dims
         for stage in self.stages:
-            for key in ("kernel", "size", "stride", "dilation", "output_padding"):
+            for key in ("kernel", "size", "stride", "dilation", "output_padding", "padding"):
                 v = stage.params.get(key)
                 if isinstance(v, np.ndarray):
                     return v.ndim
-                if isinstance(v, (tuple, list)):
+                # One (lo, hi) pair in a sequence pads every axis: it fixes none.
+                one_pair = key == "padding" and len(v or ()) == 1 and not is_int(v[0])
+                if isinstance(v, (tuple, list)) and not one_pair:
                     return len(v)
         return 2
 
