@@ -717,7 +717,11 @@ def test_outputs_record_how_they_were_made_and_reruns_compare(tmp_path, capsys, 
         assert f["status"] == "skipped"
         return f["reason"]
 
-    assert reason(base) == "output exists, made with these settings (use --overwrite to redo)"
+    same = "output exists, made with these settings (use --overwrite to redo)"
+    assert reason(base) == same
+    # The same settings spelled otherwise (defaults written out) are the same.
+    spelled = ["--kernel", "gaussian", "--size", "3", "--padding", "same", "--mode", "reflect"]
+    assert reason(base + spelled) == same
     stale = reason(base[: -2 - len(extra)] + ["--stride", "2"] + extra)
     assert "made with different settings (stages)" in stale and "--overwrite" in stale
     stale = reason(base + ["--preserve-dtype"])
@@ -727,10 +731,14 @@ def test_outputs_record_how_they_were_made_and_reruns_compare(tmp_path, capsys, 
     assert "(input (shape or placement))" in reason(base)
     code, stdout, _ = run_cli(base + ["--no-progress"], capsys)
     assert "skipped: " in stdout and "different settings" in stdout
+    # Options this input refuses are reported, not hidden behind the skip.
+    code, stdout, _ = run_cli(base + ["--padding", "7", "--mode", "reflect", "--json"], capsys)
+    (f,) = json.loads(stdout)["files"]
+    assert code == 1 and f["status"] == "failed" and "padding" in f["reason"]
     # --overwrite redoes it with these settings; then it is up to date again.
     code, stdout, err = run_cli(base + ["--overwrite", "--json"], capsys)
     assert code == 0 and json.loads(stdout)["done"] == 1, stdout + err
-    assert reason(base) == "output exists, made with these settings (use --overwrite to redo)"
+    assert reason(base) == same
 
 
 def test_an_output_without_a_record_is_kept_whatever_its_settings(tmp_path, capsys):
@@ -743,3 +751,34 @@ def test_an_output_without_a_record_is_kept_whatever_its_settings(tmp_path, caps
     code, stdout, _ = run_cli(["down", src, "-o", out, "--no-progress"], capsys)
     assert code == 0 and "records no settings" in stdout and "whatever its settings" in stdout
     np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), np.zeros((2, 2)))
+
+
+def test_imagej_axis_units_and_time_intervals_survive(tmp_path, capsys):
+    """ImageJ's zunit/yunit/tunit are read and written back; a 1 s interval
+    is a calibration like any other (ImageJ and OME)."""
+    from napari_conv_resample.batch.runner import open_source
+
+    d = tmp_path / "in"
+    d.mkdir()
+    data = np.zeros((3, 4, 16, 16), np.uint16)
+    md = {"axes": "TZYX", "unit": "nm", "spacing": 0.2, "zunit": "micron"}
+    md.update(finterval=5, tunit="min")
+    tifffile.imwrite(d / "ij.tif", data, imagej=True, resolution=(1 / 65, 1 / 65), metadata=md)
+    one = {"axes": "TZYX", "TimeIncrement": 1.0, "TimeIncrementUnit": "s"}
+    tifffile.imwrite(d / "ome.ome.tif", data, metadata=one)
+    tifffile.imwrite(d / "ij1.tif", data, imagej=True, metadata={"axes": "TZYX", "finterval": 1.0})
+    with open_source(d / "ij.tif") as src:
+        assert src.meta.units == ("minute", "micrometer", "nanometer", "nanometer")
+        assert src.meta.scale == pytest.approx((5.0, 0.2, 65.0, 65.0))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["down", d, "-o", out, "--stride", "1,2,2", "--json"], capsys)
+    assert code == 0, stdout + err
+    with tifffile.TiffFile(out / "ij.tif") as tif:
+        ij = tif.imagej_metadata
+        assert (ij["unit"], ij["zunit"], ij["finterval"], ij["tunit"]) == ("nm", "um", 5.0, "min")
+    with open_source(out / "ij.tif") as res:
+        assert res.meta.units == ("minute", "micrometer", "nanometer", "nanometer")
+        assert res.meta.scale == pytest.approx((5.0, 0.2, 130.0, 130.0))
+    for name in ("ome.ome.tif", "ij1.tif"):
+        with open_source(out / name) as res:
+            assert (res.meta.scale[0], res.meta.units[0]) == (1.0, "second"), name

@@ -575,3 +575,61 @@ def test_a_batch_output_opened_in_napari_carries_its_recipe(make_napari_viewer, 
         np.testing.assert_allclose(res.read(), second.data, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(res.meta.scale, second.scale)
         np.testing.assert_allclose(res.meta.translate, second.translate)
+
+
+def test_batch_outputs_of_channels_and_of_batch_outputs_find_their_input(
+    make_napari_viewer, tmp_path
+):
+    """Channel layers of a batch output load the input's same channel; a
+    layer named like the source but on another grid is not taken for it; a
+    damaged record is ignored (the file still opens and resamples)."""
+    import json
+
+    import tifffile
+
+    from napari_conv_resample.batch.metadata import PROVENANCE_TIFF_TAG
+    from napari_conv_resample.batch.napari_reader import read
+    from napari_conv_resample.cli import main
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "ij.tif"
+    data = (rng.random((4, 2, 24, 24)) * 1000).astype(np.uint16)
+    md = {"axes": "ZCYX", "spacing": 0.5, "unit": "um"}
+    tifffile.imwrite(src, data, imagej=True, metadata=md, resolution=(5.0, 5.0))
+    out = tmp_path / "out"
+    assert main(["down", str(src), "-o", str(out), "--stride", "2", "--no-progress"]) == 0
+    out2 = tmp_path / "out2"
+    assert main(["down", str(out), "-o", str(out2), "--stride", "2", "--no-progress"]) == 0
+    viewer = make_napari_viewer()
+
+    def open_file(path):
+        for layer_data, kwargs, _ in read(str(path)):
+            viewer.add_image(layer_data, **kwargs)
+        return list(viewer.layers)[-2:]
+
+    inputs = open_file(src)
+    results = open_file(out / "ij.tif")
+    ins = SamplingInspector(viewer)
+    ins.load_from_layer(results[1])
+    assert ins.image.value is inputs[1]  # 'ij [c1]' for 'ij [c1] [1]'
+    # out2's input is out/ij.tif; only the original ij.tif is open besides it.
+    viewer.layers.remove(results[0])
+    viewer.layers.remove(results[1])
+    again = open_file(out2 / "ij.tif")
+    with pytest.raises(ValueError, match="is not in the viewer"):
+        ins.load_from_layer(again[0])
+
+    # A hand-edited record that no longer reads as a recipe: ignored.
+    damaged = tmp_path / "damaged.tif"
+    with tifffile.TiffFile(out / "ij.tif") as tif:
+        made = json.loads(tif.pages[0].tags[PROVENANCE_TIFF_TAG].value)
+        pixels = tif.asarray()
+    made["recipe"]["stages"][0]["op"] = "sideways"
+    made["input"]["axes"] = None
+    tifffile.imwrite(
+        damaged, pixels[:, 0], extratags=[(PROVENANCE_TIFF_TAG, "s", 0, json.dumps(made), True)]
+    )
+    ((plane, kwargs, _),) = read(str(damaged))
+    assert not any(k.startswith("conv_resample_recipe") for k in kwargs["metadata"])
+    viewer.add_image(plane, **kwargs)
+    SamplingInspector(viewer)  # builds its recipe-layer choices over every layer

@@ -289,6 +289,7 @@ def test_summary_without_a_shape_takes_the_axes_any_parameter_fixes():
     ):
         want = Pipeline([stage]).summary((40, 40, 40))[0]["rf_size"]
         assert Pipeline([stage]).summary()[0]["rf_size"] == want
+    assert len(Pipeline([Stage("down", padding=1)]).summary()[0]["rf_size"]) == 2
     # One (lo, hi) pair pads every axis: the default 2 axes, or ndim.
     pair = Pipeline([Stage("down", kernel="box", size=3, padding=((1, 2),), mode="zeros")])
     assert len(pair.summary()[0]["rf_size"]) == 2

@@ -307,7 +307,7 @@ class Pipeline:
         """
         if input_shape is not None:
             input_shape = shape_ints(input_shape)
-        elif any("output_size" in stage.params for stage in self.stages):
+        elif any(stage.params.get("output_size") is not None for stage in self.stages):
             raise ValueError(
                 "input_shape is needed for the summary of a pipeline with output_size "
                 "(the field depends on the input length output_size is reached from)"
@@ -380,7 +380,12 @@ class Pipeline:
                 if isinstance(v, np.ndarray):
                     return v.ndim
                 # One (lo, hi) pair in a sequence pads every axis: it fixes none.
-                one_pair = key == "padding" and len(v or ()) == 1 and not is_int(v[0])
+                one_pair = (
+                    key == "padding"
+                    and isinstance(v, (tuple, list))
+                    and len(v) == 1
+                    and not is_int(v[0])
+                )
                 if isinstance(v, (tuple, list)) and not one_pair:
                     return len(v)
         return 2

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import napari
 import numpy as np
@@ -103,6 +104,12 @@ class _DockWatch(QObject):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is not None:
             self._inspector._docked = True
         return False
+
+
+def _first_label(name):
+    """The first ``[...]`` of a layer name (the reader's channel: ``cells [DAPI]``)."""
+    match = re.search(r"\[([^\]]+)\]", name)
+    return match.group(1) if match else None
 
 
 def _is_source(layer, source):
@@ -313,16 +320,19 @@ class SamplingInspector(W.Container):
                 f"layer {layer.name!r} has no conv-resample recipe" + (f": {why}" if why else "")
             )
         source = layer_source(layer) or {}
-        named = [
-            lyr
-            for lyr in self._image_layers()
-            if lyr is not layer and lyr.name == source.get("layer")
-        ]
-        # Renamed since (or opened after its result, so napari numbered its
-        # name): the one layer with the recorded spatial shape and placement.
-        found = named or [
+        name = str(source.get("layer"))
+        on_grid = [
             lyr for lyr in self._image_layers() if lyr is not layer and _is_source(lyr, source)
         ]
+        # By name among the layers on the recorded grid; then the reader's
+        # channel layers of that file ("cells [DAPI]", all on one grid: any
+        # one serves) or the name napari numbered ("cells [1]"); else the one
+        # layer on the grid (renamed since).
+        named = [lyr for lyr in on_grid if lyr.name == name]
+        named = named or [lyr for lyr in on_grid if lyr.name.startswith(f"{name} [")]
+        label = _first_label(layer.name)  # the result's channel: the input's same one first
+        named.sort(key=lambda lyr: _first_label(lyr.name) != label)
+        found = named[:1] or on_grid
         if len(found) != 1:
             raise ValueError(
                 f"the input layer {source.get('layer')!r} of {layer.name!r} is not in the "

@@ -29,6 +29,7 @@ from .metadata import (
     LENGTH_METERS,
     PROVENANCE,
     PROVENANCE_TIFF_TAG,
+    TIME_UNITS,
     WRITER,
     ImageMeta,
     channel_names,
@@ -294,6 +295,7 @@ def read_meta(tif, series, axes=None):
     elif tif.is_imagej:
         flavor = "imagej"
         ij = tif.imagej_metadata or {}
+        # ImageJ writes yunit/zunit/tunit only where they differ from unit / "sec".
         unit = ij.get("unit")
         for letter, tag, key in (("X", "XResolution", "xorigin"), ("Y", "YResolution", "yorigin")):
             size = _resolution(page, tag)
@@ -301,7 +303,7 @@ def read_meta(tif, series, axes=None):
             put(
                 letter,
                 size,
-                unit,
+                ij.get("yunit") or unit if letter == "Y" else unit,
                 None if origin is None else -float(origin) * (size or 1.0),
             )
         spacing = ij.get("spacing")
@@ -309,11 +311,11 @@ def read_meta(tif, series, axes=None):
         put(
             "Z",
             spacing,
-            unit,
+            ij.get("zunit") or unit,
             None if zorigin is None else -float(zorigin) * float(spacing or 1.0),
         )
         if ij.get("finterval"):
-            put("T", float(ij["finterval"]), "second")
+            put("T", float(ij["finterval"]), ij.get("tunit") or "second")
         for key in ("mode", "loop", "ranges", "min", "max"):
             if key in ij:
                 extra[key] = ij[key]
@@ -402,6 +404,11 @@ def choose_flavor(flavor, axes, dtype):
     return flavor
 
 
+def _imagej_unit(unit):
+    """ImageJ's spelling of a length unit (``um``: ImageJ shows it as µm)."""
+    return "um" if unit == "micrometer" else unit_symbol(unit)
+
+
 def _length_unit(meta, letter):
     i = meta.index(letter)
     return None if i is None else meta.units[i]
@@ -433,9 +440,13 @@ def write_kwargs(meta, shape, dtype):
     ix, iy = meta.index("X"), meta.index("Y")
     if flavor == "imagej":
         md = {"axes": axes}
-        unit = _length_unit(meta, "X") or _length_unit(meta, "Y") or _length_unit(meta, "Z")
+        units = {a: _length_unit(meta, a) for a in "XYZ"}
+        unit = units["X"] or units["Y"] or units["Z"]
         if unit:
-            md["unit"] = "um" if unit == "micrometer" else unit_symbol(unit)
+            md["unit"] = _imagej_unit(unit)
+        for letter in "YZ":  # as ImageJ writes them: only where they differ
+            if units[letter] and units[letter] != unit:
+                md[f"{letter.lower()}unit"] = _imagej_unit(units[letter])
         if ix is not None and iy is not None:
             kw["resolution"] = (1.0 / meta.scale[ix], 1.0 / meta.scale[iy])
         for letter, key in (("X", "xorigin"), ("Y", "yorigin"), ("Z", "zorigin")):
@@ -446,8 +457,10 @@ def write_kwargs(meta, shape, dtype):
         if iz is not None:
             md["spacing"] = meta.scale[iz]
         it = meta.index("T")
-        if it is not None and meta.units[it] == "second" and meta.scale[it] != 1.0:
+        if it is not None and meta.units[it] in TIME_UNITS:  # a 1 s interval too
             md["finterval"] = meta.scale[it]
+            if meta.units[it] != "second":
+                md["tunit"] = unit_symbol(meta.units[it])
         for key in ("mode", "loop", "ranges"):
             if key in meta.extra:
                 md[key] = meta.extra[key]
@@ -479,7 +492,7 @@ def write_kwargs(meta, shape, dtype):
             if unit:
                 planes[f"Position{letter}Unit"] = [unit_symbol(unit)] * n_planes
         it = meta.index("T")
-        if it is not None and meta.scale[it] != 1.0:
+        if it is not None and (meta.units[it] in TIME_UNITS or meta.scale[it] != 1.0):
             md["TimeIncrement"] = meta.scale[it]
             if meta.units[it]:
                 md["TimeIncrementUnit"] = unit_symbol(meta.units[it])

@@ -45,8 +45,16 @@ _UNIT_ALIASES = {
     "min": "minute",
     "minute": "minute",
     "h": "hour",
+    "hr": "hour",
     "hour": "hour",
+    "hours": "hour",
+    "minutes": "minute",
+    "seconds": "second",
+    "msec": "millisecond",
 }
+
+#: Time units (OME-NGFF names) a T axis is calibrated in.
+TIME_UNITS = ("second", "millisecond", "minute", "hour")
 
 #: OME-NGFF unit name -> symbol used by OME-XML and ImageJ.
 _SYMBOLS = {

@@ -23,10 +23,12 @@ Manifest entry (``napari.yaml``)::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from ..pipeline import Pipeline
 from .discover import is_zarr
 from .io_tiff import TiffSource, is_tiff, samples_are_rgb
 from .io_zarr import ZarrSource
@@ -134,6 +136,9 @@ def recipe_metadata(made):
     from .._widgets._layers import RECIPE_KEY, SOURCE_KEY
 
     try:
+        # A record another version wrote, or one edited by hand, is used
+        # only when it still reads as a recipe and a source.
+        recipe = Pipeline.from_json(json.dumps(made["recipe"])).to_dict()
         inp = made["input"]
         where = [inp["axes"].index(a) for a in made["spatial_axes"]]
         source = {
@@ -142,8 +147,7 @@ def recipe_metadata(made):
             "scale": [float(inp["scale"][i]) for i in where],
             "translate": [float(inp["translate"][i]) for i in where],
         }
-        recipe = dict(made["recipe"])
-    except (TypeError, KeyError, ValueError, IndexError):  # none, or not this tool's
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError):
         return {}
     return {RECIPE_KEY: recipe, SOURCE_KEY: source}
 

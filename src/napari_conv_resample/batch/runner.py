@@ -9,6 +9,7 @@ the files without one. Inputs are never written to.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -208,7 +209,7 @@ def _plan(src, found, options):
     axes = options.pipeline.stage_axes(len(src.shape), axes)
     specs = options.pipeline.specs(src.shape, axes)
     meta_out = updated(meta, specs)
-    made = provenance(found, src, options, axes)
+    made = provenance(found, src, options, axes, specs)
     meta_out = replace(meta_out, extra={**meta_out.extra, PROVENANCE: made})
     fmt = out_format(found, options, meta)
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
@@ -240,15 +241,17 @@ OUTPUT_UP_TO_DATE = "output exists, made with these settings (use --overwrite to
 OUTPUT_STALE = "output exists but was made with different"
 
 
-def provenance(found, src, options, axes):
+def provenance(found, src, options, axes, specs):
     """How the output of ``found`` is made, as stored in it (JSON-ready):
-    the recipe (with its ``spatial_dims``), the spatial axes it filters, the
+    the recipe (with its ``spatial_dims``), what its stages resolve to on
+    this input (:func:`resolved_stages`), the spatial axes it filters, the
     dtype rule and the input's name, axes, shape and placement."""
     meta = src.meta
     recipe = Pipeline(options.pipeline.stages, spatial_dims=len(axes))
     return to_jsonable(
         {
             "recipe": recipe.to_dict(),
+            "stages": resolved_stages(specs),
             "spatial_axes": "".join(meta.axes[a] for a in axes),
             "preserve_dtype": bool(options.preserve_dtype),
             "input": {
@@ -264,28 +267,57 @@ def provenance(found, src, options, axes):
     )
 
 
+def resolved_stages(specs):
+    """Per stage what the output depends on, however the recipe spelled it
+    (``--stride 2`` or ``2,2``, defaults omitted or written out): the axes,
+    taps (a SHA-256 of the float64 weights), stride, dilation, padding,
+    output padding and, where there is padding, the border mode."""
+    out = []
+    for spec in specs:
+        weights = np.ascontiguousarray(spec.weights, dtype=np.float64)
+        padded = any(spec.pad_lo) or any(spec.pad_hi)
+        out.append(
+            {
+                "op": spec.op,
+                "axes": spec.axes,
+                "size": spec.size,
+                "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
+                "stride": spec.stride,
+                "dilation": spec.dilation,
+                "padding": spec.padding,
+                "output_padding": spec.output_padding,
+                "mode": spec.mode if spec.op == "down" and padded else None,
+            }
+        )
+    return out
+
+
 #: What an existing output's provenance is compared on before it is skipped.
 _COMPARED = {
-    "recipe": "stages",
+    "stages": "stages",
     "spatial_axes": "spatial axes",
     "preserve_dtype": "--preserve-dtype",
     "input": "input (shape or placement)",
 }
 
 
-def _exists_reason(found, options, final):
-    """Why an existing output is skipped; it names the settings that differ
-    when the output records other ones than this run's (it is stale)."""
+def recorded_provenance(path):
+    """The provenance this tool stored in the output at ``path``, or ``None``
+    (none, or the file cannot be read)."""
     try:
-        with open_source(final) as out:
+        with open_source(path) as out:
             made = out.meta.extra.get(PROVENANCE)
-        if not isinstance(made, dict):
-            return OUTPUT_EXISTS
-        with open_source(found.path) as src:
-            want = _plan(src, found, options)["_meta_out"].extra[PROVENANCE]
-    except Exception:  # unreadable or unplannable: the run's own checks report it
+    except Exception:  # noqa: BLE001 - an unreadable output records nothing usable
+        return None
+    return made if isinstance(made, dict) else None
+
+
+def _skip_reason(made, plan):
+    """Why an existing output with provenance ``made`` is skipped by a run
+    with ``plan``: no record, made with these settings, or with others (named)."""
+    if made is None:
         return OUTPUT_EXISTS
-    want = json.loads(json.dumps(want))
+    want = json.loads(json.dumps(plan["_meta_out"].extra[PROVENANCE]))
     changed = [text for key, text in _COMPARED.items() if made.get(key) != want.get(key)]
     if not changed:
         return OUTPUT_UP_TO_DATE
@@ -303,8 +335,10 @@ def process(found, options, *, client=None, chunk_progress=None):
     t0 = time.perf_counter()
     final = output_path(found, options)
     res = Result(str(found.path), str(final), "done")
-    if final.exists() and not options.overwrite:
-        res.status, res.reason = "skipped", _exists_reason(found, options, final)
+    if final.exists() and not options.overwrite and recorded_provenance(final) is None:
+        # Nothing to compare: skipped without opening the input. Outputs
+        # with a record are compared with this run's plan below.
+        res.status, res.reason = "skipped", OUTPUT_EXISTS
         return res
     tmp = partial_path(final)
     scratch = final.with_name(f".{final.name}.scratch.zarr")
@@ -315,6 +349,9 @@ def process(found, options, *, client=None, chunk_progress=None):
         with open_source(found.path) as src:
             plan = _plan(src, found, options)
             res.info = {k: v for k, v in plan.items() if not k.startswith("_")}
+            if final.exists() and not options.overwrite:
+                res.status, res.reason = "skipped", _skip_reason(recorded_provenance(final), plan)
+                return res
             final.parent.mkdir(parents=True, exist_ok=True)
             owned, holder = take_lock(lock)
             if owned is None:
@@ -324,7 +361,7 @@ def process(found, options, *, client=None, chunk_progress=None):
                 )
                 return res
             if final.exists() and not options.overwrite:  # that other run finished it
-                res.status, res.reason = "skipped", OUTPUT_EXISTS
+                res.status, res.reason = "skipped", _skip_reason(recorded_provenance(final), plan)
                 return res
             _remove(tmp)
             _remove(scratch)
