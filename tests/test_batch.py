@@ -782,3 +782,69 @@ def test_imagej_axis_units_and_time_intervals_survive(tmp_path, capsys):
     for name in ("ome.ome.tif", "ij1.tif"):
         with open_source(out / name) as res:
             assert (res.meta.scale[0], res.meta.units[0]) == (1.0, "second"), name
+
+
+def test_scheduler_workers_in_another_folder_get_absolute_paths(tmp_path, monkeypatch, capsys):
+    """Workers of a --scheduler cluster run in folders of their own: relative
+    input and output paths reach them absolute (a decoy file at the same
+    relative path in the workers' folder is not read)."""
+    distributed = pytest.importorskip("distributed")
+    client_dir, worker_dir = tmp_path / "client", tmp_path / "worker"
+    for d in (client_dir, worker_dir):
+        (d / "in").mkdir(parents=True)
+    x = np.arange(48 * 40, dtype=np.float32).reshape(48, 40)
+    tifffile.imwrite(client_dir / "in" / "b.tif", x)
+    tifffile.imwrite(worker_dir / "in" / "b.tif", np.full_like(x, 7.0))
+    monkeypatch.chdir(worker_dir)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        monkeypatch.chdir(client_dir)
+        argv = ["down", "in/b.tif", "-o", "out", "--scheduler", cluster.scheduler_address]
+        code, stdout, _ = run_cli(argv + ["--chunks", "16", "--json"], capsys)
+    assert code == 0, stdout
+    np.testing.assert_array_equal(
+        tifffile.imread(client_dir / "out" / "b.tif"), Pipeline([Stage("down")])(x)
+    )
+
+
+@pytest.mark.parametrize("chunks", [[], ["--chunks", "16"]])
+@pytest.mark.parametrize("flavor", ["plain", "imagej"])
+def test_tiff_outputs_one_pixel_wide_or_without_a_y_axis(tmp_path, capsys, flavor, chunks):
+    """A TIFF output whose X axis is one pixel is written plane by plane
+    (tifffile takes a trailing length-1 axis for samples: tiles landed wrong,
+    ImageJ files were unreadable); axes ZX too; a 1-D image is refused."""
+    from napari_conv_resample.batch.runner import open_source
+
+    rng = np.random.default_rng(1)
+    d = tmp_path / "in"
+    d.mkdir()
+    x = rng.integers(0, 60000, (4, 40, 2)).astype(np.uint16)
+    kw = {"imagej": True} if flavor == "imagej" else {}
+    tifffile.imwrite(d / "w.tif", x, photometric="minisblack", metadata={"axes": "ZYX"}, **kw)
+    zx = rng.random((6, 40)).astype(np.float32)
+    zarr.create_array(store=str(d / "zx.zarr"), data=zx, dimension_names=["z", "x"], zarr_format=3)
+    zarr.create_array(store=str(d / "line.zarr"), data=zx[0], zarr_format=3)
+    out = tmp_path / "out"
+    argv = ["down", d, "-o", out, "--format", "tiff", "--json"] + chunks
+    code, stdout, _ = run_cli(argv, capsys)
+    report = {f["input"].rsplit("/", 1)[1]: f for f in json.loads(stdout)["files"]}
+    assert code == 1
+    assert "1-D" in report["line.zarr"]["reason"] and not (out / "line.tif").exists()
+    with open_source(out / "w.tif") as res:
+        np.testing.assert_array_equal(res.read(), Pipeline([Stage("down")])(x))
+    with open_source(out / "zx.ome.tif") as res:
+        assert res.meta.axes == "ZX"
+        np.testing.assert_array_equal(res.read(), Pipeline([Stage("down")])(zx))
+
+
+def test_tiled_tiff_of_one_pixel_planes_is_read_in_chunks(tmp_path, capsys):
+    # tifffile's zarr view of tiles larger than 1x1 planes fails: read whole.
+    a = np.arange(6, dtype=np.uint16).reshape(3, 2, 1, 1)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, a, tile=(16, 16), metadata={"axes": "CZYX"})
+    argv = ["down", src, "-o", tmp_path / "o", "--axes", "CZ", "--kernel", "box", "--size", "1"]
+    code, stdout, _ = run_cli(argv + ["--chunks", "1,1", "--json"], capsys)
+    assert code == 0, stdout
+    got = tifffile.imread(tmp_path / "o" / "in.tif").reshape(2, 1, 1, 1)
+    np.testing.assert_array_equal(got, a[::2, ::2].astype(np.float32))

@@ -41,6 +41,9 @@ from .metadata import (
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 #: Files above this many bytes are written as BigTIFF.
 BIGTIFF_BYTES = 2**31
+#: A region that tifffile's zarr view cannot read comes from the whole image
+#: read into memory when it is at most this large (bytes).
+WHOLE_READ_BYTES = 256 << 20
 _IMAGEJ_ORDER = "TZCYXS"
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 _OME_LETTERS = set("TCZYXS")
@@ -125,7 +128,7 @@ class TiffSource:
                     f"the file holds {len(self._tif.series)} image series; only the "
                     f"first ({self._series.axes} {tuple(self._series.shape)}) is processed"
                 )
-            self._zarr = None
+            self._zarr = self._whole = None
             self._mapped = None
         except Exception:
             self._tif.close()
@@ -164,14 +167,24 @@ class TiffSource:
             if base is not None and hasattr(mmap, "MADV_DONTNEED"):
                 base.madvise(mmap.MADV_DONTNEED)
             return part
-        if self._kept is None:
-            return np.asarray(self.stored()[index])
-        # The stored array lacks the length-1 axes put back: index it without them.
-        index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
-        stored = tuple(ix for ix, keep in zip(index, self._kept) if keep)
-        part = np.asarray(self.stored()[stored])
-        shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
-        return part.reshape(shape)
+        try:
+            if self._kept is None:
+                return np.asarray(self.stored()[index])
+            # The stored array lacks the length-1 axes put back: index it without them.
+            index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
+            stored = tuple(ix for ix, keep in zip(index, self._kept) if keep)
+            part = np.asarray(self.stored()[stored])
+            shape = [len(range(*ix.indices(n))) for ix, n in zip(index, self.shape)]
+            return part.reshape(shape)
+        except ValueError:
+            # tifffile's zarr view fails on some layouts (tiles larger than
+            # 1x1 planes): a small image is read whole, once.
+            nbytes = int(np.prod(self.shape, dtype=np.float64)) * self.dtype.itemsize
+            if nbytes > WHOLE_READ_BYTES:
+                raise
+            if self._whole is None:
+                self._whole = self.read()
+            return np.array(self._whole[tuple(index)])
 
     def stored(self):
         """The image as the file stores it, a lazy zarr array (without the
@@ -395,9 +408,11 @@ def _ome_ok(axes):
     return set(axes) <= _OME_LETTERS and len(set(axes)) == len(axes) and "YX" in axes
 
 
-def choose_flavor(flavor, axes, dtype):
-    """The TIFF flavor to write: the wanted one if the axes/dtype allow it."""
-    if flavor == "imagej" and not _imagej_ok(axes, dtype):
+def choose_flavor(flavor, axes, dtype, shape=None):
+    """The TIFF flavor to write: the wanted one if the axes/dtype allow it
+    (and ``shape``: tifffile writes an ImageJ X axis of one pixel as samples)."""
+    one_wide = shape is not None and "X" in axes and shape[axes.index("X")] == 1
+    if flavor == "imagej" and (one_wide or not _imagej_ok(axes, dtype)):
         flavor = "ome"
     if flavor == "ome" and not _ome_ok(axes):
         flavor = "plain"
@@ -421,7 +436,7 @@ def _has_unit_axis(axes, shape):
 
 def write_kwargs(meta, shape, dtype):
     """``tifffile.imwrite`` keywords that store ``meta`` for an image of ``shape``."""
-    flavor = choose_flavor(meta.flavor, meta.axes, dtype)
+    flavor = choose_flavor(meta.flavor, meta.axes, dtype, shape)
     axes = meta.axes
     i = meta.index("S")
     rgb = samples_are_rgb(meta, shape)

@@ -215,6 +215,10 @@ def _plan(src, found, options):
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
     if problem:
         raise ValueError(f"--format ome-zarr: {problem}; write --format tiff or zarr")
+    if fmt == "tiff" and len(src.shape) < 2:
+        raise ValueError(
+            f"a TIFF holds 2-D planes, the image is 1-D (axes {meta.axes!r}): write --format zarr"
+        )
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
     return {
         "axes": meta.axes,
@@ -475,10 +479,12 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
     else:
         from distributed import as_completed
 
-        store_path = str(scratch if fmt == "tiff" else _array_path(tmp, fmt))
+        # Absolute paths: a --scheduler cluster's workers run in folders of their own.
+        store_path = os.path.abspath(scratch if fmt == "tiff" else _array_path(tmp, fmt))
         # One gate per run: chunks of an earlier, stopped run still computing
         # on a long-lived cluster find theirs gone, never this run's.
-        gate = Path(tmp).with_name(f"{Path(tmp).name}.{uuid.uuid4().hex[:12]}.writers")
+        gate = Path(os.path.abspath(tmp))
+        gate = gate.with_name(f"{gate.name}.{uuid.uuid4().hex[:12]}.writers")
         gate.touch()
         futures = []
         try:
@@ -488,7 +494,7 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
                 futures.append(
                     client.submit(
                         _remote_chunk,
-                        str(found.path),
+                        os.path.abspath(found.path),
                         store_path,
                         specs,
                         region,
@@ -513,15 +519,16 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
             _remove(gate)
     if fmt == "tiff":
         flavor_meta = output_meta_flavor(meta_out, None)
-        written = _tiff_flavor_written(flavor_meta, dtype)
+        written = _tiff_flavor_written(flavor_meta, dtype, out_shape)
         iy = len(out_shape) - (3 if meta_out.axes[-1] == "S" else 2)
+        tiled = written != "imagej" and _tiles_fit(out_shape, meta_out.axes)
         write_tiff(
             tmp,
             _tiff_pieces(target, flavor_meta, dtype),
             flavor_meta,
             shape=out_shape,
             dtype=dtype,
-            tile=None if written == "imagej" else (store[iy], store[iy + 1]),
+            tile=(store[iy], store[iy + 1]) if tiled else None,
         )
     return list(compute)
 
@@ -530,10 +537,19 @@ def _array_path(tmp, fmt):
     return Path(tmp) / "0" if fmt == "ome-zarr" else Path(tmp)
 
 
-def _tiff_flavor_written(meta, dtype):
+def _tiff_flavor_written(meta, dtype, shape):
     from .io_tiff import choose_flavor
 
-    return choose_flavor(meta.flavor, meta.axes, dtype)
+    return choose_flavor(meta.flavor, meta.axes, dtype, shape)
+
+
+def _tiles_fit(shape, letters):
+    """Whether a TIFF of ``shape`` can be written tile by tile: its planes
+    are the last axes Y, X (S) and X is longer than one pixel (tifffile takes
+    a trailing length-1 axis for samples, and the tiles then land wrongly).
+    Otherwise it is written plane by plane, each plane its last two axes."""
+    plane = "YXS" if letters.endswith("S") else "YX"
+    return letters.endswith(plane) and shape[letters.index("X")] > 1
 
 
 def _store_chunks(shape, axes, meta):
@@ -543,9 +559,10 @@ def _store_chunks(shape, axes, meta):
 def _tiff_store_chunks(shape, compute, letters):
     """Scratch-store chunks for a TIFF: one plane deep, tiles of 16*n pixels."""
     out = []
-    plane = [i for i, a in enumerate(letters) if a in "YX"][-2:]
+    nd = 3 if letters.endswith("S") else 2
+    plane = list(range(len(shape) - nd, len(shape)))
     for i, (n, c) in enumerate(zip(shape, compute)):
-        if letters[i] == "S":
+        if letters[i] == "S" or (i in plane and not _tiles_fit(shape, letters)):
             out.append(n)
         elif i in plane:
             out.append(max(16, min(c, _TIFF_TILE) // 16 * 16))
@@ -563,11 +580,12 @@ def _tiff_pieces(arr, meta, dtype):
     plane_nd = 3 if rgb else 2
     lead = shape[: len(shape) - plane_nd]
     ny, nx = shape[len(lead)], shape[len(lead) + 1]
-    imagej = _tiff_flavor_written(meta, dtype) == "imagej"
+    imagej = _tiff_flavor_written(meta, dtype, shape) == "imagej"
+    whole = imagej or not _tiles_fit(shape, meta.axes)
     chunks = arr.chunks
     ty, tx = chunks[len(lead)], chunks[len(lead) + 1]
     for page in itertools.product(*[range(n) for n in lead]):
-        if imagej:
+        if whole:
             yield np.asarray(arr[page])
             continue
         for y in range(0, ny, ty):
