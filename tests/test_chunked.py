@@ -194,3 +194,20 @@ def test_slabs_for_a_small_device_equal_the_one_piece_call(op, params, preserve_
     got = run_in_slabs(spec, x, budget, "numpy", preserve_dtype=preserve_dtype)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_rounded_stages_chunked_equal_the_pipeline():
+    rng = np.random.default_rng(6)
+    x = (rng.random((23, 31)) * 255).astype(np.uint8)
+    p = Pipeline(
+        [Stage("down", stride=2, mode="circular"), Stage("up", stride=2), Stage("down")],
+        rounded=(0, 1),
+    )
+    specs = p.specs(x.shape)
+    for chunks in ((3, 4), (5, 50)):
+        out = np.empty(specs[-1].output_shape, np.uint8)
+        resample_chunked(
+            specs, x.__getitem__, out, in_dtype=x.dtype, chunks=chunks,
+            preserve_dtype=True, rounded=p.rounded,
+        )  # fmt: skip
+        np.testing.assert_array_equal(out, p(x, preserve_dtype=True))

@@ -316,3 +316,25 @@ def test_pipeline_shapes_and_ndim_are_checked_with_their_names():
     flat = Pipeline([Stage("down", kernel=np.ones((3, 3)), stride=2)])
     with pytest.raises(ValueError, match=r"filters 2 spatial axes .* input_shape \(8, 8, 8\)"):
         flat.receptive_field((8, 8, 8), (0, 0, 0))
+
+
+def test_rounded_stages_round_like_a_chain_of_preserve_dtype_calls():
+    rng = np.random.default_rng(2)
+    x = (rng.random((30, 34)) * 1000).astype(np.uint16)
+    stages = [Stage("down", stride=2), Stage("up", stride=2), Stage("down", stride=1)]
+    p = Pipeline(stages, rounded=[1, 0])
+    assert p.rounded == (0, 1)
+    want = dilated_downsample(x, stride=2, preserve_dtype=True)
+    want = transpose_upsample(want, stride=2, preserve_dtype=True)
+    want = dilated_downsample(want, stride=1)
+    np.testing.assert_array_equal(p(x), want)
+    assert p(x).dtype == np.float32 and p(x, preserve_dtype=True).dtype == np.uint16
+    back = Pipeline.from_json(p.to_json())
+    assert back == p and back.to_dict()["version"] == 3 and back.to_dict()["rounded"] == [0, 1]
+    assert (
+        Pipeline(stages).to_dict()["version"] == 1 and "rounded" not in Pipeline(stages).to_dict()
+    )
+    assert Pipeline(stages) != p
+    for bad in ([2], [-1], [0.5], "x"):
+        with pytest.raises((TypeError, ValueError), match="rounded"):
+            Pipeline(stages, rounded=bad)

@@ -466,3 +466,44 @@ def test_a_recipe_without_its_source_record_still_chains(make_napari_viewer):
     result = w.run(blocking=True)
     recipe = Pipeline.from_json(__import__("json").dumps(result.metadata[RECIPE_KEY]))
     assert len(recipe) == 2 and recipe.spatial_dims == 2
+
+
+def test_a_preserve_dtype_chain_is_reproduced_by_its_recipe(make_napari_viewer, tmp_path):
+    """Widget runs with preserve dtype round each result to uint16; the saved
+    recipe records it, so the batch tool (--preserve-dtype, also chunked)
+    gives the napari result bit for bit (it rounded only at the end before)."""
+    import tifffile
+
+    from napari_conv_resample.batch.runner import open_source
+    from napari_conv_resample.cli import main
+
+    rng = np.random.default_rng(11)
+    data = (rng.random((40, 44)) * 4000).astype(np.uint16)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="cells")
+    down = DownsampleWidget(viewer)
+    down.image.value = layer
+    down.preserve_dtype.value = True
+    first = down.run(blocking=True)
+    assert first.data.dtype == np.uint16
+    up = UpsampleWidget(viewer)
+    up.image.value = first
+    up.preserve_dtype.value = True
+    second = up.run(blocking=True)
+    down.image.value = second
+    third = down.run(blocking=True)
+    path = down.save_recipe(tmp_path / "r.json")
+    recipe = Pipeline.from_json(path)
+    assert recipe.rounded == (0, 1)
+    np.testing.assert_array_equal(recipe(data, preserve_dtype=True), third.data)
+    # Without the record the chain differs (rounding once at the end).
+    plain = Pipeline(recipe.stages)(data, preserve_dtype=True)
+    assert not np.array_equal(plain, third.data)
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, data)
+    for extra in ([], ["--chunks", "7"]):
+        out = tmp_path / f"out{len(extra)}"
+        argv = ["run", str(path), str(src), "-o", str(out), "--preserve-dtype", "--no-progress"]
+        assert main(argv + extra) == 0
+        with open_source(out / "cells.tif") as res:
+            np.testing.assert_array_equal(res.read(), third.data)

@@ -24,7 +24,7 @@ from .operators import cast_result, dilated_downsample, transpose_upsample
 
 #: Newest recipe version this library reads (2 added ``spatial_dims``; a
 #: recipe without it is written as version 1, which older versions read).
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 def to_jsonable(value):
@@ -154,9 +154,14 @@ class Pipeline:
     >>> p = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)], spatial_dims=2)
     >>> p(np.ones((3, 4, 4)), axes=(0, 1, 2)).shape
     (3, 2, 2)
+
+    ``rounded`` lists the stages (0-based, all but the last) whose result is
+    rounded and cast to the input's dtype before the next stage, as a chain
+    of napari widget runs with *preserve dtype* stores each result; the
+    final result is cast only with ``preserve_dtype``.
     """
 
-    def __init__(self, stages, *, spatial_dims=None):
+    def __init__(self, stages, *, spatial_dims=None, rounded=()):
         stages = list(stages)
         if not stages:
             raise ValueError("a Pipeline needs at least one Stage")
@@ -167,16 +172,25 @@ class Pipeline:
             raise ValueError(f"spatial_dims must be a positive int or None, got {spatial_dims!r}")
         self.stages = stages
         self.spatial_dims = None if spatial_dims is None else int(spatial_dims)
+        rounded = int_tuple(rounded, "rounded") if rounded is not None else ()
+        if any(not 0 <= i < len(stages) - 1 for i in rounded):
+            raise ValueError(
+                f"rounded must name stages before the last (0 .. {len(stages) - 2}), "
+                f"got {rounded!r}"
+            )
+        self.rounded = tuple(sorted(set(rounded)))
 
     def __repr__(self):
         dims = "" if self.spatial_dims is None else f", spatial_dims={self.spatial_dims}"
-        return f"Pipeline({self.stages!r}{dims})"
+        rounded = f", rounded={self.rounded}" if self.rounded else ""
+        return f"Pipeline({self.stages!r}{dims}{rounded})"
 
     def __eq__(self, other):
         return (
             isinstance(other, Pipeline)
             and self.stages == other.stages
             and self.spatial_dims == other.spatial_dims
+            and self.rounded == other.rounded
         )
 
     def stage_axes(self, ndim, axes=None):
@@ -212,10 +226,19 @@ class Pipeline:
         """
         image = out = check_image(image)
         axes = self.stage_axes(image.ndim, axes)
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             out = stage(out, axes=axes, backend=backend)
+            if i in self.rounded:
+                out = self.round_between(out, image.dtype)
         xp = get_array_module("cupy") if is_cupy_array(out) else np
         return cast_result(out, image.dtype, preserve_dtype, xp)
+
+    @staticmethod
+    def round_between(out, dtype):
+        """``out`` (a stage's float result) rounded and cast to ``dtype``, the
+        pipeline input's, as a :attr:`rounded` stage's result is."""
+        xp = get_array_module("cupy") if is_cupy_array(out) else np
+        return cast_result(out, dtype, True, xp)
 
     def specs(self, input_shape, axes=None):
         """The resolved spec of every stage for an input of ``input_shape``."""
@@ -407,13 +430,17 @@ class Pipeline:
 
     def to_dict(self):
         """JSON-ready dict (the recipe format)."""
+        # The lowest version that holds it: older readers read what they can.
+        version = 3 if self.rounded else 1 if self.spatial_dims is None else 2
         out = {
             "format": "napari-conv-resample recipe",
-            "version": 1 if self.spatial_dims is None else 2,
+            "version": version,
             "stages": [s.to_dict() for s in self.stages],
         }
         if self.spatial_dims is not None:
             out["spatial_dims"] = self.spatial_dims
+        if self.rounded:
+            out["rounded"] = list(self.rounded)
         return out
 
     def to_json(self, path=None):
@@ -458,6 +485,6 @@ class Pipeline:
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"stage {i} ({stage.get('op', '?')}): {exc}") from None
         try:
-            return cls(out, spatial_dims=data.get("spatial_dims"))
+            return cls(out, spatial_dims=data.get("spatial_dims"), rounded=data.get("rounded"))
         except ValueError as exc:
             raise ValueError(f"recipe {exc}") from None

@@ -267,7 +267,12 @@ def chain_recipe(layer, stage, n_spatial):
             f"its stages filter {dims}-D ({'ZYX' if dims == 3 else 'YX'}) and then "
             f"{n_spatial}-D: a recipe filters one set of spatial axes"
         )
-    return Pipeline(prev.stages + [stage], spatial_dims=n_spatial), None
+    # An integer layer made by a stage was rounded (preserve dtype): the
+    # recipe rounds there too, so the batch tool gives the same numbers.
+    rounded = prev.rounded
+    if np.dtype(layer_data(layer).dtype).kind in "biu":
+        rounded += (len(prev.stages) - 1,)
+    return Pipeline(prev.stages + [stage], spatial_dims=n_spatial, rounded=rounded), None
 
 
 def layer_source(layer):

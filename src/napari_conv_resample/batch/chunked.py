@@ -223,12 +223,16 @@ def backend_runner(backend):
     return run
 
 
-def compute_region(specs, read, region, *, in_dtype, preserve_dtype=False, backend=None):
+def compute_region(
+    specs, read, region, *, in_dtype, preserve_dtype=False, backend=None, rounded=()
+):
     """The final output of ``specs`` on ``region`` (``(start, stop)`` per axis).
 
     ``read(index)`` returns the input image at ``index`` (a tuple of slices).
-    Intermediate stages run in the operators' compute dtype; the result is
-    cast like the in-memory call (``preserve_dtype``: the input's dtype).
+    Intermediate stages run in the operators' compute dtype, those in
+    ``rounded`` are rounded to the input's dtype after (``Pipeline.rounded``:
+    pointwise, so halos are unchanged); the result is cast like the
+    in-memory call (``preserve_dtype``: the input's dtype).
     """
     xp_run = backend_runner(backend)
     plans = plan(specs, region)
@@ -263,6 +267,8 @@ def compute_region(specs, read, region, *, in_dtype, preserve_dtype=False, backe
                 start = int(out_offsets[a][combo_ix[p]])
                 dst[a] = slice(start, start + combo[p][1] - combo[p][0])
             y[tuple(dst)] = block
+        if stage in rounded:
+            y = cast_result(y, in_dtype, True)  # as Pipeline.round_between
         x, x_index = y, out_index
     return cast_result(x, in_dtype, preserve_dtype)
 
@@ -308,7 +314,16 @@ def parse_chunks(value, shape, spatial_axes, axes_letters=None):
 
 
 def resample_chunked(
-    specs, read, out, *, in_dtype, chunks, preserve_dtype=False, backend=None, progress=None
+    specs,
+    read,
+    out,
+    *,
+    in_dtype,
+    chunks,
+    preserve_dtype=False,
+    backend=None,
+    progress=None,
+    rounded=(),
 ):
     """Compute every chunk of ``out`` (an array-like with ``__setitem__``) in turn."""
     regions = chunk_grid(tuple(out.shape), chunks)
@@ -321,6 +336,7 @@ def resample_chunked(
             in_dtype=in_dtype,
             preserve_dtype=preserve_dtype,
             backend=backend,
+            rounded=rounded,
         )
         if progress is not None:
             progress(1)

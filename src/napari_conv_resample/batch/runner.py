@@ -251,11 +251,12 @@ def provenance(found, src, options, axes, specs):
     this input (:func:`resolved_stages`), the spatial axes it filters, the
     dtype rule and the input's name, axes, shape and placement."""
     meta = src.meta
-    recipe = Pipeline(options.pipeline.stages, spatial_dims=len(axes))
+    pipe = options.pipeline
+    recipe = Pipeline(pipe.stages, spatial_dims=len(axes), rounded=pipe.rounded)
     return to_jsonable(
         {
             "recipe": recipe.to_dict(),
-            "stages": resolved_stages(specs),
+            "stages": resolved_stages(specs, pipe.rounded),
             "spatial_axes": "".join(meta.axes[a] for a in axes),
             "preserve_dtype": bool(options.preserve_dtype),
             "input": {
@@ -271,13 +272,14 @@ def provenance(found, src, options, axes, specs):
     )
 
 
-def resolved_stages(specs):
+def resolved_stages(specs, rounded=()):
     """Per stage what the output depends on, however the recipe spelled it
     (``--stride 2`` or ``2,2``, defaults omitted or written out): the axes,
     taps (a SHA-256 of the float64 weights), stride, dilation, padding,
-    output padding and, where there is padding, the border mode."""
+    output padding, where there is padding the border mode, and whether the
+    result was rounded before the next stage."""
     out = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         weights = np.ascontiguousarray(spec.weights, dtype=np.float64)
         padded = any(spec.pad_lo) or any(spec.pad_hi)
         out.append(
@@ -291,6 +293,7 @@ def resolved_stages(specs):
                 "padding": spec.padding,
                 "output_padding": spec.output_padding,
                 "mode": spec.mode if spec.op == "down" and padded else None,
+                "rounded": i in rounded,
             }
         )
     return out
@@ -468,7 +471,10 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
     if chunk_progress is not None:
         chunk_progress(0, len(regions))
     kwargs = dict(
-        in_dtype=src.dtype, preserve_dtype=options.preserve_dtype, backend=options.backend
+        in_dtype=src.dtype,
+        preserve_dtype=options.preserve_dtype,
+        backend=options.backend,
+        rounded=options.pipeline.rounded,
     )
     if client is None:
         for region in regions:
