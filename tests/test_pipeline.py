@@ -338,3 +338,15 @@ def test_rounded_stages_round_like_a_chain_of_preserve_dtype_calls():
     for bad in ([2], [-1], [0.5], "x"):
         with pytest.raises((TypeError, ValueError), match="rounded"):
             Pipeline(stages, rounded=bad)
+
+
+def test_summary_rows_follow_the_input_shape_when_holes_use_a_smaller_grid():
+    p = Pipeline([Stage("down", stride=2)])  # gaussian3, 'same': the low pad depends on L
+    odd = p.summary((2101, 2101), holes_shape=(64, 64))[0]
+    assert odd["start_offset"] == (-1, -1) and odd["input_shape"] == (2101, 2101)
+    assert p.summary((64, 64))[0]["start_offset"] == (0, 0)
+    # A chain that cannot run on the smaller grid counts its holes on the input's.
+    up = Pipeline([Stage("down", stride=2), Stage("up", stride=2, output_size=(101, 101))])
+    assert up.summary((100, 100), holes_shape=(16, 16))[1]["output_shape"] == (101, 101)
+    with pytest.raises(ValueError, match="holes_shape"):
+        p.summary((100, 100), holes_shape=(16,))

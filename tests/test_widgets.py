@@ -507,3 +507,33 @@ def test_a_preserve_dtype_chain_is_reproduced_by_its_recipe(make_napari_viewer, 
         assert main(argv + extra) == 0
         with open_source(out / "cells.tif") as res:
             np.testing.assert_array_equal(res.read(), third.data)
+
+
+def test_spatial_dims_survive_a_rename_and_follow_a_result_recipe(make_napari_viewer):
+    """Renaming the input re-emits it (magicgui resets the choices): the
+    user's 2-D stays. A 2-D result of a time-lapse (its Y/X scale changed,
+    which looks like Z spacing) continues in 2-D."""
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(
+        np.random.default_rng(0).random((8, 20, 20)).astype(np.float32),
+        name="beads",
+        scale=(2.0, 0.5, 0.5),
+    )
+    w = DownsampleWidget(viewer)
+    ins = SamplingInspector(viewer)
+    for widget in (w, ins):
+        widget.image.value = stack
+        assert widget.spatial_dims.value == 3
+        widget.spatial_dims.value = 2
+    stack.name = "beads renamed"
+    assert w.spatial_dims.value == 2 and ins.spatial_dims.value == 2
+    assert w.run(blocking=True).data.shape == (8, 10, 10)
+    movie = viewer.add_image(np.random.default_rng(1).random((5, 24, 24)).astype(np.float32))
+    up = UpsampleWidget(viewer)
+    up.image.value = movie
+    assert up.spatial_dims.value == 2
+    bigger = up.run(blocking=True)
+    assert bigger.data.shape == (5, 48, 48) and tuple(bigger.scale) == (1.0, 0.5, 0.5)
+    w.image.value = bigger
+    assert w.spatial_dims.value == 2
+    assert w.run(blocking=True).data.shape == (5, 24, 24)

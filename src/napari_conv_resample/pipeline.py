@@ -304,7 +304,7 @@ class Pipeline:
         specs = self._path_specs(input_shape)
         return _pull_back(np.ones(specs[-1].output_shape), specs)
 
-    def summary(self, input_shape=None, *, ndim=None):
+    def summary(self, input_shape=None, *, ndim=None, holes_shape=None):
         """Per stage: receptive field size, effective stride, start offset, holes.
 
         Sizes, strides and offsets are per spatial axis in pipeline-input
@@ -323,6 +323,11 @@ class Pipeline:
         ndim : int, optional
             Number of spatial axes when ``input_shape`` is not given and no
             stage parameter fixes it (default 2).
+        holes_shape : tuple of int, optional
+            A smaller grid to count the holes on (the mask of a large input
+            is costly; the centre pixel's field is the same away from the
+            border); default ``input_shape``. A chain that cannot run on it
+            (``output_size``) counts them on ``input_shape``.
 
         Returns
         -------
@@ -344,9 +349,20 @@ class Pipeline:
             # Offsets on the shape the rows report ('same' padding depends on it).
             closed = self._closed_form(input_shape, ndim)
         specs = self._path_specs(input_shape)
+        grid, grid_specs = input_shape, specs
+        if holes_shape is not None:
+            probe = shape_ints(holes_shape, "holes_shape")
+            if len(probe) != len(input_shape):
+                raise ValueError(
+                    f"holes_shape {probe} must have the {len(input_shape)} axes of input_shape"
+                )
+            try:
+                grid, grid_specs = probe, self._path_specs(probe)
+            except ValueError:  # the chain cannot run on it (output_size): the input's grid
+                grid, grid_specs = input_shape, specs
         for i, row in enumerate(closed):
-            centre = tuple(n // 2 for n in specs[i].output_shape)
-            rf = self.receptive_field(input_shape, centre, upto=i + 1)
+            centre = tuple(n // 2 for n in grid_specs[i].output_shape)
+            rf = self.receptive_field(grid, centre, upto=i + 1)
             box = bounding_box(rf)
             row["holes"] = 0 if box is None else int(np.count_nonzero(rf[box] == 0))
             row["input_shape"] = tuple(input_shape)
@@ -413,14 +429,14 @@ class Pipeline:
                     return len(v)
         return 2
 
-    def format_summary(self, input_shape=None, *, ndim=None):
-        """The summary as a small text table."""
+    def format_summary(self, input_shape=None, *, ndim=None, holes_shape=None):
+        """The summary as a small text table (parameters: :meth:`summary`)."""
 
         def fmt(values):
             return "x".join(str(v) for v in values)
 
         lines = ["stage  op    rf size        eff. stride    start offset   holes"]
-        for i, row in enumerate(self.summary(input_shape, ndim=ndim), 1):
+        for i, row in enumerate(self.summary(input_shape, ndim=ndim, holes_shape=holes_shape), 1):
             lines.append(
                 f"{i:<6} {row['op']:<5} {fmt(row['rf_size']):<14} "
                 f"{fmt(row['effective_stride']):<14} {fmt(row['start_offset']):<14} "

@@ -45,7 +45,6 @@ from ._layers import (
     chain_geometry,
     follow_layer_names,
     full_scale_translate,
-    guess_spatial_dims,
     input_image_layers,
     layer_data,
     layer_recipe,
@@ -53,6 +52,7 @@ from ._layers import (
     recipe_spatial_dims,
     rotate_shear,
     spatial_axes,
+    spatial_dims_for_choice,
     world_to_index,
 )
 from ._resample_widgets import SPATIAL_CHOICES, _fmt, parse_value
@@ -73,11 +73,12 @@ _SUMMARY_MAX_PIXELS = 1 << 22
 
 
 @functools.lru_cache(maxsize=16)
-def _summary_table(pipeline_json, probe):
-    """The chain's summary table on a ``probe`` grid. It does not depend on
-    the picked pixel, so picks reuse it (0.5 s on a 2048^2 probe)."""
+def _summary_table(pipeline_json, shape, probe):
+    """The chain's summary table on the input's ``shape`` (holes counted on
+    the smaller ``probe`` grid). It does not depend on the picked pixel, so
+    picks reuse it (0.5 s on a 2048^2 probe)."""
     try:
-        return Pipeline.from_json(pipeline_json).format_summary(probe)
+        return Pipeline.from_json(pipeline_json).format_summary(shape, holes_shape=probe)
     except ValueError as exc:
         return f"(summary unavailable: {exc})"
 
@@ -280,8 +281,7 @@ class SamplingInspector(W.Container):
         self.recipe_layer.reset_choices()
 
     def _on_image_changed(self, layer):
-        if layer is not None:
-            self.spatial_dims.value = guess_spatial_dims(layer)
+        spatial_dims_for_choice(self, layer)
 
     def _on_op_changed(self, op):
         d = DEFAULTS[op]
@@ -761,7 +761,8 @@ class SamplingInspector(W.Container):
         if total > _SUMMARY_MAX_PIXELS:
             f = (_SUMMARY_MAX_PIXELS / total) ** (1.0 / len(probe))
             probe = tuple(max(16, int(n * f)) for n in probe)
-        table = _summary_table(json.dumps(pipeline.to_dict(), sort_keys=True), probe)
+        shape = tuple(int(n) for n in shape)
+        table = _summary_table(json.dumps(pipeline.to_dict(), sort_keys=True), shape, probe)
         return (
             f"output pixel {out_index}\nreceptive field: {box}\n"
             f"{int(np.count_nonzero(rf))} input pixels read\n\n{table}"

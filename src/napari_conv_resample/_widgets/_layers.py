@@ -95,6 +95,11 @@ def guess_spatial_dims(layer):
     """
     if layer is None:
         return 2
+    # A result continues its chain on the dims it was made on (its Y/X scale
+    # changed, which would pass for Z spacing).
+    made_on = recipe_spatial_dims(layer)
+    if made_on:
+        return made_on
     shape = layer_data(layer).shape
     n_world = len(shape) - (1 if layer.rgb else 0)
     if n_world < 3:
@@ -107,6 +112,18 @@ def guess_spatial_dims(layer):
         return 3
     scale = tuple(float(v) for v in layer.scale)
     return 3 if not np.isclose(scale[axis], scale[axis + 1]) else 2
+
+
+def spatial_dims_for_choice(widget, layer):
+    """Set ``widget.spatial_dims`` for a newly chosen input ``layer``.
+
+    A rename re-emits the chosen layer (magicgui resets the choices): the
+    user's choice for that layer stays.
+    """
+    chosen = getattr(widget, "_dims_layer", None)
+    if layer is not None and (chosen is None or chosen() is not layer):
+        widget.spatial_dims.value = guess_spatial_dims(layer)
+    widget._dims_layer = None if layer is None else weakref.ref(layer)
 
 
 def _axis_name(layer, axis, n_world):
@@ -519,6 +536,7 @@ __all__ = [
     "follow_layer_names",
     "full_scale_translate",
     "guess_spatial_dims",
+    "spatial_dims_for_choice",
     "input_image_layers",
     "iter_resample",
     "layer_recipe",

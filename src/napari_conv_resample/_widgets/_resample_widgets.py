@@ -22,11 +22,11 @@ from ..kernels import PRESETS
 from ._layers import (
     NO_RECIPE_KEY,
     follow_layer_names,
-    guess_spatial_dims,
     input_image_layers,
     iter_resample,
     plan_resample,
     recipe_from_metadata,
+    spatial_dims_for_choice,
 )
 from ._workers import error_message, start_resample_worker
 
@@ -194,8 +194,7 @@ class _ResampleWidget(W.Container):
         self.kernel.reset_choices()
 
     def _on_image_changed(self, layer):
-        if layer is not None:
-            self.spatial_dims.value = guess_spatial_dims(layer)
+        spatial_dims_for_choice(self, layer)
 
     def _update_device(self, *_):
         try:
