@@ -319,3 +319,15 @@ def test_colour_photometrics_are_colours_and_grey_samples_are_channels():
     assert not samples_are_channels(tif(ph.YCBCR), plain)
     assert samples_are_channels(tif(ph.MINISBLACK), plain)
     assert samples_are_channels(tif(ph.RGB), composite)
+
+
+def test_demo_tiffs_open_where_the_demo_says_they_sit(tmp_path, capsys):
+    """The demo's library results are written with their origin (ImageJ
+    x/y/zorigin), so the reader places them as output_geometry did."""
+    from napari_conv_resample.demo import write_library_results
+
+    for path, shape, scale, translate in write_library_results(tmp_path):
+        ((data, kwargs, _),) = get_reader(str(path))(str(path))
+        assert data.shape == shape
+        assert kwargs["scale"] == pytest.approx(scale)
+        assert kwargs["translate"] == pytest.approx(translate)

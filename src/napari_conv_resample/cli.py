@@ -303,8 +303,10 @@ def build_parser():
             _add_stage_options(p, None)
             p.add_argument("--shape", help="spatial input shape for the masks, e.g. 128,128")
             p.add_argument("--input", action="append", help="image file: show output geometry")
-            p.add_argument("--axes")
-            p.add_argument("--json", action="store_true")
+            p.add_argument(
+                "--axes", help="with --input: the spatial axes, e.g. ZYX or YX (as for down/up)"
+            )
+            p.add_argument("--json", action="store_true", help="print the summary as JSON")
         else:
             _add_stage_options(p, name)
             _add_io(p)

@@ -23,6 +23,8 @@ def write_library_results(out_dir):
     import tifffile
 
     from . import coverage_map, dilated_downsample, output_geometry, transpose_upsample
+    from .batch.io_tiff import write_tiff
+    from .batch.metadata import ImageMeta
     from .sample_data import load_sample
 
     out_dir = Path(out_dir)
@@ -40,11 +42,15 @@ def write_library_results(out_dir):
             geo = output_geometry(op, data.shape, scale=scale, **params)
             assert out.shape == geo.shape
             path = out_dir / f"{name}_{op}.tif"
-            xy = geo.scale[-1]
-            ij = {"axes": meta["metadata"]["axes"], "unit": "um"}
-            if data.ndim == 3:
-                ij["spacing"] = geo.scale[0]
-            tifffile.imwrite(path, out, imagej=True, resolution=(1 / xy, 1 / xy), metadata=ij)
+            # The batch tool's writer: ImageJ pixel size, spacing and origin.
+            placed = ImageMeta(
+                meta["metadata"]["axes"],
+                geo.scale,
+                geo.translate,
+                ("micrometer",) * out.ndim,
+                "imagej",
+            )
+            write_tiff(path, out, placed)
             written.append((path, out.shape, geo.scale, geo.translate))
     cov = coverage_map((64, 64), size=3, stride=2, dilation=2, padding="same")
     path = out_dir / "coverage_k3_s2_d2.tif"

@@ -114,9 +114,12 @@ def sampled_mask(input_shape, out_index, *, size, stride=1, dilation=1, padding=
     out_index : tuple of int
         The output pixel (negative indices count from the end).
     size, stride, dilation, padding, mode
-        As for :func:`dilated_downsample` (``padding='same'`` allowed).
-        With ``mode='zeros'`` taps in the padding read nothing; with other
-        modes they read the in-bounds pixel the border rule names.
+        As for :func:`dilated_downsample` (``padding='same'`` allowed), but
+        defaulting to the bare kernel (stride 1, padding 0, ``'zeros'``):
+        pass ``padding='same', mode='reflect'`` (and the stride) to see what
+        the operator with its defaults reads. With ``mode='zeros'`` taps in
+        the padding read nothing; with other modes they read the in-bounds
+        pixel the border rule names.
 
     Returns
     -------
@@ -131,7 +134,8 @@ def coverage_map(input_shape, *, size, stride=1, dilation=1, padding=0, mode="ze
     """How many (output pixel, tap) pairs of a downsample read each input pixel.
 
     Zeros are input pixels the downsample never reads: ``size=3, stride=2,
-    dilation=2`` reads only every other pixel.
+    dilation=2`` reads only every other pixel. Parameters as for
+    :func:`sampled_mask` (the bare kernel's defaults, not the operator's).
 
     Returns
     -------

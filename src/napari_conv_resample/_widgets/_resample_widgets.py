@@ -324,7 +324,8 @@ class DownsampleWidget(_ResampleWidget):
     op = "down"
     title = "Dilated downsample"
     _padding_tip = (
-        "'same' (ceil(L/stride) outputs), 'valid', an int, one per axis, or (lo,hi) pairs per axis"
+        "'same' (ceil(L/stride) outputs), 'valid' or 'auto' (no padding), an int, one per axis, "
+        "or (lo,hi) pairs per axis"
     )
 
     def _extra_params(self):
