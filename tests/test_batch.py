@@ -848,3 +848,28 @@ def test_tiled_tiff_of_one_pixel_planes_is_read_in_chunks(tmp_path, capsys):
     assert code == 0, stdout
     got = tifffile.imread(tmp_path / "o" / "in.tif").reshape(2, 1, 1, 1)
     np.testing.assert_array_equal(got, a[::2, ::2].astype(np.float32))
+
+
+def test_records_without_rounding_read_as_not_rounded_and_yxc_zarr_to_tiff(tmp_path, capsys):
+    """A stage record carries 'rounded' only when set (records of the version
+    before it compare equal); a Zarr with axes YXC is written as a plain TIFF
+    (OME needs YX last), in memory and chunked."""
+    from napari_conv_resample.batch.runner import open_source, resolved_stages
+
+    specs = Pipeline([Stage("down"), Stage("up")]).specs((20, 20))
+    assert all("rounded" not in r for r in resolved_stages(specs))
+    assert [("rounded" in r) for r in resolved_stages(specs, (0,))] == [True, False]
+    yxc = np.random.default_rng(3).random((20, 24, 3)).astype(np.float32)
+    zarr.create_array(
+        store=str(tmp_path / "yxc.zarr"), data=yxc, dimension_names=["y", "x", "c"], zarr_format=3
+    )
+    want = Pipeline([Stage("down")])(yxc, axes=(0, 1))
+    for extra in ([], ["--chunks", "8"]):
+        out = tmp_path / f"o{len(extra)}"
+        argv = ["down", tmp_path / "yxc.zarr", "-o", out, "--format", "tiff", "--json"] + extra
+        code, stdout, _ = run_cli(argv, capsys)
+        assert code == 0, stdout
+        (path,) = out.iterdir()
+        with open_source(path) as res:
+            assert res.meta.axes == "YXC"
+            np.testing.assert_array_equal(res.read(), want)

@@ -350,3 +350,12 @@ def test_summary_rows_follow_the_input_shape_when_holes_use_a_smaller_grid():
     assert up.summary((100, 100), holes_shape=(16, 16))[1]["output_shape"] == (101, 101)
     with pytest.raises(ValueError, match="holes_shape"):
         p.summary((100, 100), holes_shape=(16,))
+
+
+def test_summary_holes_grid_is_widened_to_hold_the_field():
+    chain = Pipeline(
+        [Stage("down", kernel="box", size=5, stride=1, dilation=d, padding="same") for d in (2, 4)]
+    )
+    want = chain.summary((40, 120, 120))
+    got = chain.summary((40, 120, 120), holes_shape=(16, 32, 32))
+    assert [r["holes"] for r in got] == [r["holes"] for r in want]

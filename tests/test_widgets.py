@@ -514,6 +514,7 @@ def test_spatial_dims_survive_a_rename_and_follow_a_result_recipe(make_napari_vi
     user's 2-D stays. A 2-D result of a time-lapse (its Y/X scale changed,
     which looks like Z spacing) continues in 2-D."""
     viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 16, 16), np.float32), name="other", scale=(5.0, 1.0, 1.0))
     stack = viewer.add_image(
         np.random.default_rng(0).random((8, 20, 20)).astype(np.float32),
         name="beads",
@@ -525,7 +526,8 @@ def test_spatial_dims_survive_a_rename_and_follow_a_result_recipe(make_napari_vi
         widget.image.value = stack
         assert widget.spatial_dims.value == 3
         widget.spatial_dims.value = 2
-    stack.name = "beads renamed"
+    stack.name = "beads renamed"  # its item is replaced: the box stays on it
+    assert w.image.value is stack and ins.image.value is stack
     assert w.spatial_dims.value == 2 and ins.spatial_dims.value == 2
     assert w.run(blocking=True).data.shape == (8, 10, 10)
     movie = viewer.add_image(np.random.default_rng(1).random((5, 24, 24)).astype(np.float32))
@@ -537,3 +539,10 @@ def test_spatial_dims_survive_a_rename_and_follow_a_result_recipe(make_napari_vi
     w.image.value = bigger
     assert w.spatial_dims.value == 2
     assert w.run(blocking=True).data.shape == (5, 24, 24)
+    # A batch recipe of one spatial axis (TX) is no choice of the widgets: 2.
+    line = viewer.add_image(
+        np.zeros((6, 30), np.float32),
+        metadata={"conv_resample_recipe": {"stages": [{"op": "down"}], "spatial_dims": 1}},
+    )
+    w.image.value = line
+    assert w.spatial_dims.value == 2

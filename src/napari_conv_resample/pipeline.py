@@ -326,8 +326,10 @@ class Pipeline:
         holes_shape : tuple of int, optional
             A smaller grid to count the holes on (the mask of a large input
             is costly; the centre pixel's field is the same away from the
-            border); default ``input_shape``. A chain that cannot run on it
-            (``output_size``) counts them on ``input_shape``.
+            border); default ``input_shape``. Axes shorter than four times
+            the field (plus 16) are widened to that, at most to
+            ``input_shape``; a chain that cannot run on it (``output_size``)
+            counts them on ``input_shape``.
 
         Returns
         -------
@@ -356,6 +358,11 @@ class Pipeline:
                 raise ValueError(
                     f"holes_shape {probe} must have the {len(input_shape)} axes of input_shape"
                 )
+            # Room for the whole field around the centre pixel (the default shape's rule).
+            field = [
+                int(4 * max(row["rf_size"][a] for row in closed)) + 16 for a in range(len(probe))
+            ]
+            probe = tuple(min(n, max(p, f)) for n, p, f in zip(input_shape, probe, field))
             try:
                 grid, grid_specs = probe, self._path_specs(probe)
             except ValueError:  # the chain cannot run on it (output_size): the input's grid

@@ -50,6 +50,7 @@ from ._layers import (
     layer_recipe,
     layer_source,
     recipe_spatial_dims,
+    reset_keeping_choice,
     rotate_shear,
     spatial_axes,
     spatial_dims_for_choice,
@@ -277,8 +278,7 @@ class SamplingInspector(W.Container):
         return [(lyr.name, lyr) for lyr in self._image_layers() if layer_recipe(lyr)]
 
     def _refresh_choices(self, *_):
-        self.image.reset_choices()
-        self.recipe_layer.reset_choices()
+        reset_keeping_choice(self.image, self.recipe_layer)
 
     def _on_image_changed(self, layer):
         spatial_dims_for_choice(self, layer)

@@ -98,7 +98,7 @@ def guess_spatial_dims(layer):
     # A result continues its chain on the dims it was made on (its Y/X scale
     # changed, which would pass for Z spacing).
     made_on = recipe_spatial_dims(layer)
-    if made_on:
+    if made_on in (2, 3):  # the widgets' choices (a 1-D batch recipe is not one)
         return made_on
     shape = layer_data(layer).shape
     n_world = len(shape) - (1 if layer.rgb else 0)
@@ -112,6 +112,25 @@ def guess_spatial_dims(layer):
         return 3
     scale = tuple(float(v) for v in layer.scale)
     return 3 if not np.isclose(scale[axis], scale[axis + 1]) else 2
+
+
+def reset_keeping_choice(*combos):
+    """``reset_choices()`` on each combo box, keeping what it showed.
+
+    magicgui keys the items by name: a renamed layer's item is replaced, and
+    the box would move to (and emit) another layer. The chosen value is put
+    back without a signal; only a choice that is gone (its layer removed)
+    emits the new one.
+    """
+    for combo in combos:
+        before = combo.value
+        with combo.changed.blocked():
+            combo.reset_choices()
+            kept = before is not None and any(c is before for c in combo.choices)
+            if kept:
+                combo.value = before
+        if not kept and combo.value is not before:
+            combo.changed.emit(combo.value)
 
 
 def spatial_dims_for_choice(widget, layer):
@@ -536,6 +555,7 @@ __all__ = [
     "follow_layer_names",
     "full_scale_translate",
     "guess_spatial_dims",
+    "reset_keeping_choice",
     "spatial_dims_for_choice",
     "input_image_layers",
     "iter_resample",

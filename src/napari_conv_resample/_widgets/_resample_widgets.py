@@ -26,6 +26,7 @@ from ._layers import (
     iter_resample,
     plan_resample,
     recipe_from_metadata,
+    reset_keeping_choice,
     spatial_dims_for_choice,
 )
 from ._workers import error_message, start_resample_worker
@@ -190,8 +191,7 @@ class _ResampleWidget(W.Container):
         ]
 
     def _refresh_choices(self, *_):
-        self.image.reset_choices()
-        self.kernel.reset_choices()
+        reset_keeping_choice(self.image, self.kernel)
 
     def _on_image_changed(self, layer):
         spatial_dims_for_choice(self, layer)

@@ -405,7 +405,10 @@ def _imagej_ok(axes, dtype):
 
 
 def _ome_ok(axes):
-    return set(axes) <= _OME_LETTERS and len(set(axes)) == len(axes) and "YX" in axes
+    # tifffile writes OME planes of the last axes YX or YXS only.
+    return (
+        set(axes) <= _OME_LETTERS and len(set(axes)) == len(axes) and axes.endswith(("YX", "YXS"))
+    )
 
 
 def choose_flavor(flavor, axes, dtype, shape=None):

@@ -293,9 +293,10 @@ def resolved_stages(specs, rounded=()):
                 "padding": spec.padding,
                 "output_padding": spec.output_padding,
                 "mode": spec.mode if spec.op == "down" and padded else None,
-                "rounded": i in rounded,
             }
         )
+        if i in rounded:  # only then: records without the key read as not rounded
+            out[-1]["rounded"] = True
     return out
 
 
