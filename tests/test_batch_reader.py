@@ -262,6 +262,12 @@ def test_imagej_composite_samples_open_as_channels(tmp_path, capsys, viewer_open
     assert len(layers) == 3 and not layers[0].rgb
     want = dilated_downsample(data, axes=(0, 1))
     np.testing.assert_allclose(layers[1].data, want[..., 1], rtol=1e-6)
+    # A plain Zarr output keeps them channels too (it was one RGB picture).
+    argv = ["down", str(path), "-o", str(tmp_path / "z"), "--format", "zarr", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr()
+    layers = viewer_open(tmp_path / "z" / "hela_like.zarr")
+    assert len(layers) == 3 and not layers[0].rgb
+    np.testing.assert_allclose(np.asarray(layers[1].data), want[..., 1], rtol=1e-6)
 
 
 def test_channel_names_are_carried_and_shown(tmp_path, capsys, viewer_open):
@@ -286,6 +292,9 @@ def test_channel_names_are_carried_and_shown(tmp_path, capsys, viewer_open):
     assert names(out / "cells.ome.tif") == ["cells [DAPI]", "cells [GFP]"]
     argv = ["down", str(src), "-o", str(tmp_path / "z"), "--format", "ome-zarr", "--no-progress"]
     assert main(argv) == 0
+    argv = ["down", str(src), "-o", str(tmp_path / "plain"), "--format", "zarr", "--no-progress"]
+    assert main(argv) == 0
+    assert names(tmp_path / "plain" / "cells.zarr") == ["cells [DAPI]", "cells [GFP]"]
     attrs = dict(zarr.open_group(tmp_path / "z" / "cells.ome.zarr", mode="r").attrs)
     assert [c["label"] for c in attrs["omero"]["channels"]] == ["DAPI", "GFP"]
     # back from OME-Zarr to OME-TIFF

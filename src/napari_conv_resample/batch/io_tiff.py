@@ -29,6 +29,7 @@ from .metadata import (
     LENGTH_METERS,
     PROVENANCE,
     PROVENANCE_TIFF_TAG,
+    SAMPLES_AS_CHANNELS,
     TIME_UNITS,
     WRITER,
     ImageMeta,
@@ -205,11 +206,6 @@ class TiffSource:
 
     def __exit__(self, *exc):
         self.close()
-
-
-#: ``ImageMeta.extra`` key: the samples axis S holds channels (an ImageJ
-#: composite, or samples not stored as RGB), not the colours of one picture.
-SAMPLES_AS_CHANNELS = "samples_as_channels"
 
 
 def samples_are_rgb(meta, shape):

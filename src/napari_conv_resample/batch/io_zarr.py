@@ -21,6 +21,7 @@ import zarr
 from .metadata import (
     CHANNEL_NAMES,
     PROVENANCE,
+    SAMPLES_AS_CHANNELS,
     WRITER,
     ImageMeta,
     channel_names,
@@ -158,6 +159,16 @@ class ZarrSource:
         self.close()
 
 
+def _plain_extra(meta, shape):
+    """The attributes of a plain Zarr output besides its placement: how it was
+    made, composite samples marked as channels, channel names."""
+    out = {k: meta.extra[k] for k in (PROVENANCE, SAMPLES_AS_CHANNELS) if meta.extra.get(k)}
+    names = channel_names(meta, shape)
+    if names:
+        out[CHANNEL_NAMES] = names
+    return out
+
+
 def _plain_meta(arr):
     attrs = dict(arr.attrs)
     ndim = arr.ndim
@@ -177,6 +188,11 @@ def _plain_meta(arr):
             tuple(normalize_unit(u) for u in attrs.get("units", [None] * ndim)),
             "zarr",
         )
+    if attrs.get(SAMPLES_AS_CHANNELS) is True:
+        meta.extra[SAMPLES_AS_CHANNELS] = True
+    names = attrs.get(CHANNEL_NAMES)
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        meta.extra[CHANNEL_NAMES] = names
     return meta
 
 
@@ -369,7 +385,7 @@ def create_output(path, kind, shape, dtype, chunks, meta):
             "axes": meta.axes,
             **meta.to_dict(),
             "written_by": WRITER,
-            **({PROVENANCE: meta.extra[PROVENANCE]} if PROVENANCE in meta.extra else {}),
+            **_plain_extra(meta, shape),
         },
     )
 

@@ -124,6 +124,10 @@ PROVENANCE = "conv_resample"
 PROVENANCE_TIFF_TAG = 65123
 
 
+#: ``ImageMeta.extra`` key: the samples axis S holds channels (an ImageJ
+#: composite, or samples not stored as RGB), not the colours of one picture.
+SAMPLES_AS_CHANNELS = "samples_as_channels"
+
 #: ``ImageMeta.extra`` key: one name per channel (OME ``Channel Name``,
 #: OME-Zarr ``omero`` labels).
 CHANNEL_NAMES = "channel_names"
