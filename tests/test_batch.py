@@ -873,3 +873,44 @@ def test_records_without_rounding_read_as_not_rounded_and_yxc_zarr_to_tiff(tmp_p
         with open_source(path) as res:
             assert res.meta.axes == "YXC"
             np.testing.assert_array_equal(res.read(), want)
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+def test_a_batch_output_of_a_batch_output_records_the_whole_chain(tmp_path, capsys, preserve):
+    """Run 2 on run 1's output records the chain from the first file (its
+    stages, with run 1's rounding when it kept integers), which reproduces
+    run 2's output from the first file, as a widget chain's recipe does."""
+    from napari_conv_resample.batch.metadata import PROVENANCE
+    from napari_conv_resample.batch.napari_reader import recipe_metadata
+    from napari_conv_resample.batch.runner import open_source
+
+    rng = np.random.default_rng(12)
+    data = (rng.random((5, 30, 34)) * 3000).astype(np.uint16)
+    src = tmp_path / "in" / "cells.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0})
+    keep = ["--preserve-dtype"] if preserve else []
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (
+        main(["down", str(src), "-o", str(one), "--stride", "1,2,2", "--no-progress", *keep]) == 0
+    )
+    argv = ["up", str(one / "cells.tif"), "-o", str(two), "--stride", "1,2,2", "--no-progress"]
+    assert main(argv + keep) == 0
+    with open_source(two / "cells.tif") as res:
+        made, got = res.meta.extra[PROVENANCE], res.read()
+    chain = made["chain"]
+    assert chain["input"]["name"] == "cells.tif" and chain["input"]["shape"] == [5, 30, 34]
+    recipe = Pipeline.from_json(json.dumps(chain["recipe"]))
+    assert [s.op for s in recipe.stages] == ["down", "up"]
+    assert recipe.rounded == ((0,) if preserve else ())
+    np.testing.assert_array_equal(recipe(data, preserve_dtype=preserve), got)
+    layer_meta = recipe_metadata(made)
+    assert layer_meta["conv_resample_source"]["spatial_shape"] == [5, 30, 34]
+    # A third run extends it again.
+    three = tmp_path / "three"
+    argv = ["down", str(two / "cells.tif"), "-o", str(three), "--kernel", "box", "--no-progress"]
+    assert main(argv + keep) == 0
+    with open_source(three / "cells.tif") as res:
+        whole = Pipeline.from_json(json.dumps(res.meta.extra[PROVENANCE]["chain"]["recipe"]))
+        np.testing.assert_array_equal(whole(data, preserve_dtype=preserve), res.read())
+    assert whole.rounded == ((0, 1) if preserve else ())

@@ -612,10 +612,16 @@ def test_batch_outputs_of_channels_and_of_batch_outputs_find_their_input(
     ins = SamplingInspector(viewer)
     ins.load_from_layer(results[1])
     assert ins.image.value is inputs[1]  # 'ij [c1]' for 'ij [c1] [1]'
-    # out2's input is out/ij.tif; only the original ij.tif is open besides it.
+    # out2 was made from out/ij.tif: its record chains back to ij.tif, so
+    # the inspector takes both stages and the original's channel.
     viewer.layers.remove(results[0])
     viewer.layers.remove(results[1])
     again = open_file(out2 / "ij.tif")
+    assert len(ins.load_from_layer(again[1]).stages) == 2 and ins.image.value is inputs[1]
+    # Without the original, a same-named layer on another grid is not taken for it.
+    for lyr in inputs:
+        viewer.layers.remove(lyr)
+    viewer.add_image(np.zeros((4, 9, 9), np.float32), name="ij [c0]")
     with pytest.raises(ValueError, match="is not in the viewer"):
         ins.load_from_layer(again[0])
 

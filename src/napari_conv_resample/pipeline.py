@@ -233,6 +233,10 @@ class Pipeline:
         xp = get_array_module("cupy") if is_cupy_array(out) else np
         return cast_result(out, image.dtype, preserve_dtype, xp)
 
+    def rounded_after(self, offset):
+        """:attr:`rounded` shifted by ``offset`` stages (these stages after ``offset`` others)."""
+        return tuple(i + offset for i in self.rounded)
+
     @staticmethod
     def round_between(out, dtype):
         """``out`` (a stage's float result) rounded and cast to ``dtype``, the

@@ -136,10 +136,12 @@ def recipe_metadata(made):
     from .._widgets._layers import RECIPE_KEY, SOURCE_KEY
 
     try:
+        # The whole chain from the first input when the input was an output too.
+        whole = made.get("chain") if isinstance(made.get("chain"), dict) else made
         # A record another version wrote, or one edited by hand, is used
         # only when it still reads as a recipe and a source.
-        recipe = Pipeline.from_json(json.dumps(made["recipe"])).to_dict()
-        inp = made["input"]
+        recipe = Pipeline.from_json(json.dumps(whole["recipe"])).to_dict()
+        inp = whole["input"]
         where = [inp["axes"].index(a) for a in made["spatial_axes"]]
         source = {
             "layer": layer_name(inp["name"]),

@@ -249,15 +249,19 @@ def provenance(found, src, options, axes, specs):
     """How the output of ``found`` is made, as stored in it (JSON-ready):
     the recipe (with its ``spatial_dims``), what its stages resolve to on
     this input (:func:`resolved_stages`), the spatial axes it filters, the
-    dtype rule and the input's name, axes, shape and placement."""
+    dtype rule and the input's name, axes, shape and placement; for an input
+    this tool made, also the ``chain`` from the first input (:func:`chained`)."""
     meta = src.meta
     pipe = options.pipeline
     recipe = Pipeline(pipe.stages, spatial_dims=len(axes), rounded=pipe.rounded)
+    spatial = "".join(meta.axes[a] for a in axes)
+    chain = chained(meta.extra.get(PROVENANCE), recipe, src.dtype, meta.axes, spatial)
     return to_jsonable(
         {
+            **({"chain": chain} if chain else {}),
             "recipe": recipe.to_dict(),
             "stages": resolved_stages(specs, pipe.rounded),
-            "spatial_axes": "".join(meta.axes[a] for a in axes),
+            "spatial_axes": spatial,
             "preserve_dtype": bool(options.preserve_dtype),
             "input": {
                 "name": Path(found.path).name,
@@ -270,6 +274,28 @@ def provenance(found, src, options, axes, specs):
             "written_by": f"{WRITER} {__version__}",
         }
     )
+
+
+def chained(made, recipe, dtype, axes, spatial):
+    """The whole chain when the input is itself an output of this tool with
+    provenance ``made``: its (chain's) recipe then ``recipe``, from its first
+    input, as a widget chain records it. The input, made by the last stage,
+    was rounded there if it is integer. ``None`` when there is no record or
+    it filtered other axes (the chain would not be one recipe)."""
+    if not isinstance(made, dict):
+        return None
+    base = made.get("chain") if isinstance(made.get("chain"), dict) else made
+    try:
+        first = Pipeline.from_json(json.dumps(base["recipe"]))
+        if made.get("spatial_axes") != spatial or base["input"]["axes"] != axes:
+            return None
+        rounded = first.rounded + recipe.rounded_after(len(first.stages))
+        if np.dtype(dtype).kind in "biu":
+            rounded += (len(first.stages) - 1,)
+        whole = Pipeline(first.stages + recipe.stages, spatial_dims=len(spatial), rounded=rounded)
+        return {"recipe": whole.to_dict(), "input": dict(base["input"])}
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
 
 
 def resolved_stages(specs, rounded=()):
