@@ -903,6 +903,7 @@ def test_a_batch_output_of_a_batch_output_records_the_whole_chain(tmp_path, caps
     recipe = Pipeline.from_json(json.dumps(chain["recipe"]))
     assert [s.op for s in recipe.stages] == ["down", "up"]
     assert recipe.rounded == ((0,) if preserve else ())
+    assert chain["preserve_dtype"] is preserve
     np.testing.assert_array_equal(recipe(data, preserve_dtype=preserve), got)
     layer_meta = recipe_metadata(made)
     assert layer_meta["conv_resample_source"]["spatial_shape"] == [5, 30, 34]
@@ -914,3 +915,37 @@ def test_a_batch_output_of_a_batch_output_records_the_whole_chain(tmp_path, caps
         whole = Pipeline.from_json(json.dumps(res.meta.extra[PROVENANCE]["chain"]["recipe"]))
         np.testing.assert_array_equal(whole(data, preserve_dtype=preserve), res.read())
     assert whole.rounded == ((0, 1) if preserve else ())
+
+
+@pytest.mark.parametrize(
+    "dtype, keeps, rounded, preserve",
+    [
+        # uint8, then a float step (no --preserve-dtype), then a preserving
+        # run of a recipe with its own rounded stage: both casts were to
+        # float32 (no-ops), so the chain rounds nowhere and ends in float.
+        ("uint8", (False, True), (), False),
+        # float16 kept by both runs: cast to float16 between them and at the end.
+        ("float16", (True, True), (0, 1), True),
+    ],
+)
+def test_chain_rounds_only_where_a_step_cast_to_the_first_dtype(
+    tmp_path, capsys, dtype, keeps, rounded, preserve
+):
+    from napari_conv_resample.batch.metadata import PROVENANCE
+    from napari_conv_resample.batch.runner import open_source
+
+    rng = np.random.default_rng(13)
+    data = (rng.random((30, 34)) * 200).astype(dtype)
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, data)
+    recipe = tmp_path / "r.json"
+    Pipeline([Stage("up", stride=2), Stage("down", kernel="box")], rounded=(0,)).to_json(recipe)
+    argv = ["down", str(src), "-o", str(tmp_path / "one"), "--no-progress"]
+    assert main(argv + ["--preserve-dtype"] * keeps[0]) == 0
+    argv = ["run", str(recipe), str(tmp_path / "one" / "a.tif"), "-o", str(tmp_path / "two")]
+    assert main(argv + ["--no-progress"] + ["--preserve-dtype"] * keeps[1]) == 0
+    with open_source(tmp_path / "two" / "a.tif") as res:
+        chain, got = res.meta.extra[PROVENANCE]["chain"], res.read()
+    whole = Pipeline.from_json(json.dumps(chain["recipe"]))
+    assert whole.rounded == rounded and chain["preserve_dtype"] is preserve
+    np.testing.assert_array_equal(whole(data, preserve_dtype=chain["preserve_dtype"]), got)

@@ -255,7 +255,9 @@ def provenance(found, src, options, axes, specs):
     pipe = options.pipeline
     recipe = Pipeline(pipe.stages, spatial_dims=len(axes), rounded=pipe.rounded)
     spatial = "".join(meta.axes[a] for a in axes)
-    chain = chained(meta.extra.get(PROVENANCE), recipe, src.dtype, meta.axes, spatial)
+    chain = chained(
+        meta.extra.get(PROVENANCE), recipe, src.dtype, meta.axes, spatial, options.preserve_dtype
+    )
     return to_jsonable(
         {
             **({"chain": chain} if chain else {}),
@@ -266,6 +268,7 @@ def provenance(found, src, options, axes, specs):
             "input": {
                 "name": Path(found.path).name,
                 "axes": meta.axes,
+                "dtype": np.dtype(src.dtype).name,
                 "shape": src.shape,
                 "scale": meta.scale,
                 "translate": meta.translate,
@@ -276,12 +279,20 @@ def provenance(found, src, options, axes, specs):
     )
 
 
-def chained(made, recipe, dtype, axes, spatial):
-    """The whole chain when the input is itself an output of this tool with
-    provenance ``made``: its (chain's) recipe then ``recipe``, from its first
-    input, as a widget chain records it. The input, made by the last stage,
-    was rounded there if it is integer. ``None`` when there is no record or
-    it filtered other axes (the chain would not be one recipe)."""
+def chained(made, recipe, dtype, axes, spatial, preserve_dtype):
+    """The whole chain when the input (of ``dtype``) is itself an output of
+    this tool with provenance ``made``: its (chain's) recipe then
+    ``recipe``, from its first input, as a widget chain records it, and the
+    ``preserve_dtype`` that replays it on that input bit for bit.
+
+    A run rounds (its ``rounded`` stages, its result with ``preserve_dtype``)
+    to its own input's dtype; replayed on the first input the chain rounds to
+    that one's. So the chain rounds where the two are the same dtype: after
+    the stage that made this input (a result cast back to the first dtype),
+    at this run's ``rounded`` stages, and at the end. Where this input is of
+    another dtype (a float result), those casts did nothing. ``None`` when
+    there is no usable record or it filtered other axes (not one recipe).
+    """
     if not isinstance(made, dict):
         return None
     base = made.get("chain") if isinstance(made.get("chain"), dict) else made
@@ -289,11 +300,16 @@ def chained(made, recipe, dtype, axes, spatial):
         first = Pipeline.from_json(json.dumps(base["recipe"]))
         if made.get("spatial_axes") != spatial or base["input"]["axes"] != axes:
             return None
-        rounded = first.rounded + recipe.rounded_after(len(first.stages))
-        if np.dtype(dtype).kind in "biu":
-            rounded += (len(first.stages) - 1,)
+        same = np.dtype(base["input"]["dtype"]) == np.dtype(dtype)
+        rounded = first.rounded
+        if same:
+            rounded += (len(first.stages) - 1,) + recipe.rounded_after(len(first.stages))
         whole = Pipeline(first.stages + recipe.stages, spatial_dims=len(spatial), rounded=rounded)
-        return {"recipe": whole.to_dict(), "input": dict(base["input"])}
+        return {
+            "recipe": whole.to_dict(),
+            "input": dict(base["input"]),
+            "preserve_dtype": bool(preserve_dtype and same),
+        }
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
 
