@@ -385,7 +385,8 @@ def process(found, options, *, client=None, chunk_progress=None):
     t0 = time.perf_counter()
     final = output_path(found, options)
     res = Result(str(found.path), str(final), "done")
-    if final.exists() and not options.overwrite and recorded_provenance(final) is None:
+    made = recorded_provenance(final) if final.exists() and not options.overwrite else None
+    if made is None and final.exists() and not options.overwrite:
         # Nothing to compare: skipped without opening the input. Outputs
         # with a record are compared with this run's plan below.
         res.status, res.reason = "skipped", OUTPUT_EXISTS
@@ -399,8 +400,8 @@ def process(found, options, *, client=None, chunk_progress=None):
         with open_source(found.path) as src:
             plan = _plan(src, found, options)
             res.info = {k: v for k, v in plan.items() if not k.startswith("_")}
-            if final.exists() and not options.overwrite:
-                res.status, res.reason = "skipped", _skip_reason(recorded_provenance(final), plan)
+            if made is not None:
+                res.status, res.reason = "skipped", _skip_reason(made, plan)
                 return res
             final.parent.mkdir(parents=True, exist_ok=True)
             owned, holder = take_lock(lock)
@@ -568,9 +569,8 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
             _remove(gate)
     if fmt == "tiff":
         flavor_meta = output_meta_flavor(meta_out, None)
-        written = _tiff_flavor_written(flavor_meta, dtype, out_shape)
         iy = len(out_shape) - (3 if meta_out.axes[-1] == "S" else 2)
-        tiled = written != "imagej" and _tiles_fit(out_shape, meta_out.axes)
+        tiled = _written_tiled(flavor_meta, dtype, out_shape)
         write_tiff(
             tmp,
             _tiff_pieces(target, flavor_meta, dtype),
@@ -590,6 +590,12 @@ def _tiff_flavor_written(meta, dtype, shape):
     from .io_tiff import choose_flavor
 
     return choose_flavor(meta.flavor, meta.axes, dtype, shape)
+
+
+def _written_tiled(meta, dtype, shape):
+    """Whether the TIFF of ``shape`` is written tile by tile, else plane by
+    plane (ImageJ reads strips only; see also :func:`_tiles_fit`)."""
+    return _tiff_flavor_written(meta, dtype, shape) != "imagej" and _tiles_fit(shape, meta.axes)
 
 
 def _tiles_fit(shape, letters):
@@ -629,8 +635,7 @@ def _tiff_pieces(arr, meta, dtype):
     plane_nd = 3 if rgb else 2
     lead = shape[: len(shape) - plane_nd]
     ny, nx = shape[len(lead)], shape[len(lead) + 1]
-    imagej = _tiff_flavor_written(meta, dtype, shape) == "imagej"
-    whole = imagej or not _tiles_fit(shape, meta.axes)
+    whole = not _written_tiled(meta, dtype, shape)
     chunks = arr.chunks
     ty, tx = chunks[len(lead)], chunks[len(lead) + 1]
     for page in itertools.product(*[range(n) for n in lead]):
