@@ -704,6 +704,7 @@ def test_outputs_record_how_they_were_made_and_reruns_compare(tmp_path, capsys, 
     assert made["input"] == {
         "name": "cells.ome.tif",
         "axes": "ZYX",
+        "dtype": "uint16",
         "shape": [6, 20, 22],
         "scale": [2.0, 0.5, 0.5],
         "translate": [0.0, 0.0, 0.0],
