@@ -729,7 +729,7 @@ def test_outputs_record_how_they_were_made_and_reruns_compare(tmp_path, capsys, 
     assert "(--preserve-dtype)" in stale
     # The input changed size since: the output no longer is its result.
     tifffile.imwrite(src, data[:, :10], metadata=md)
-    assert "(input (shape or placement))" in reason(base)
+    assert "(input (dtype, shape or placement))" in reason(base)
     code, stdout, _ = run_cli(base + ["--no-progress"], capsys)
     assert "skipped: " in stdout and "different settings" in stdout
     # Options this input refuses are reported, not hidden behind the skip.
@@ -950,3 +950,32 @@ def test_chain_rounds_only_where_a_step_cast_to_the_first_dtype(
     whole = Pipeline.from_json(json.dumps(chain["recipe"]))
     assert whole.rounded == rounded and chain["preserve_dtype"] is preserve
     np.testing.assert_array_equal(whole(data, preserve_dtype=chain["preserve_dtype"]), got)
+
+
+def test_a_record_without_the_input_dtype_compares_equal_and_float16_zarr_to_tiff(
+    tmp_path, capsys
+):
+    """Records written before inputs kept their dtype still match identical
+    settings; a float16 image (no OME pixel type) is written as a plain TIFF."""
+    from napari_conv_resample.batch.metadata import PROVENANCE
+    from napari_conv_resample.batch.runner import _skip_reason, open_source
+
+    data = np.random.default_rng(14).random((20, 22)).astype(np.float16)
+    zarr.create_array(store=str(tmp_path / "h.zarr"), data=data, zarr_format=3)
+    out = tmp_path / "out"
+    argv = ["down", tmp_path / "h.zarr", "-o", out, "--format", "tiff", "--preserve-dtype"]
+    code, stdout, _ = run_cli(argv + ["--json"], capsys)
+    assert code == 0, stdout
+    (path,) = out.iterdir()
+    with open_source(path) as res:
+        assert res.dtype == np.float16
+        np.testing.assert_array_equal(
+            res.read(), Pipeline([Stage("down")])(data, preserve_dtype=True)
+        )
+        made = res.meta.extra[PROVENANCE]
+    old = {**made, "input": {k: v for k, v in made["input"].items() if k != "dtype"}}
+    plan = {"_meta_out": res.meta.__class__("YX", (1, 1), (0, 0), (None, None))}
+    plan["_meta_out"].extra[PROVENANCE] = made
+    assert "made with these settings" in _skip_reason(old, plan)
+    other = {**made, "input": {**made["input"], "dtype": "float32"}}
+    assert "(input (dtype, shape or placement))" in _skip_reason(other, plan)

@@ -48,6 +48,8 @@ WHOLE_READ_BYTES = 256 << 20
 _IMAGEJ_ORDER = "TZCYXS"
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 _OME_LETTERS = set("TCZYXS")
+#: OME pixel types (float16 and 64-bit integers have none: tifffile refuses them).
+_OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "bool")
 
 
 def is_tiff(path):
@@ -413,7 +415,7 @@ def choose_flavor(flavor, axes, dtype, shape=None):
     one_wide = shape is not None and "X" in axes and shape[axes.index("X")] == 1
     if flavor == "imagej" and (one_wide or not _imagej_ok(axes, dtype)):
         flavor = "ome"
-    if flavor == "ome" and not _ome_ok(axes):
+    if flavor == "ome" and not (_ome_ok(axes) and np.dtype(dtype).name in _OME_DTYPES):
         flavor = "plain"
     return flavor
 

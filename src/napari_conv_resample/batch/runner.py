@@ -347,8 +347,17 @@ _COMPARED = {
     "stages": "stages",
     "spatial_axes": "spatial axes",
     "preserve_dtype": "--preserve-dtype",
-    "input": "input (shape or placement)",
+    "input": "input (dtype, shape or placement)",
 }
+
+
+def _same_setting(key, made, want):
+    """Whether the recorded ``made`` and this run's ``want`` agree on ``key``
+    (a record written before inputs kept their dtype agrees on it)."""
+    old, new = made.get(key), want.get(key)
+    if key == "input" and isinstance(old, dict) and isinstance(new, dict) and "dtype" not in old:
+        new = {k: v for k, v in new.items() if k != "dtype"}
+    return old == new
 
 
 def recorded_provenance(path):
@@ -368,7 +377,7 @@ def _skip_reason(made, plan):
     if made is None:
         return OUTPUT_EXISTS
     want = json.loads(json.dumps(plan["_meta_out"].extra[PROVENANCE]))
-    changed = [text for key, text in _COMPARED.items() if made.get(key) != want.get(key)]
+    changed = [text for key, text in _COMPARED.items() if not _same_setting(key, made, want)]
     if not changed:
         return OUTPUT_UP_TO_DATE
     return f"{OUTPUT_STALE} settings ({', '.join(changed)}); use --overwrite to redo"
