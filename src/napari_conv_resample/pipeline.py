@@ -131,6 +131,13 @@ class Stage:
         return cls(op, **{k: _from_jsonable(k, v) for k, v in d.items()})
 
 
+def _field_grid(closed):
+    """A grid large enough for the receptive field of closed-form ``closed``
+    rows around its centre pixel: four times the largest field, plus 16."""
+    n = len(closed[0]["rf_size"])
+    return tuple(int(4 * max(row["rf_size"][a] for row in closed)) + 16 for a in range(n))
+
+
 def _pull_back(r, specs):
     """Apply the adjoints of ``specs`` in reverse to ``r``: path counts (int64)."""
     for spec in reversed(specs):
@@ -348,10 +355,7 @@ class Pipeline:
             )
         closed = self._closed_form(input_shape, ndim)
         if input_shape is None:
-            n = len(closed[0]["rf_size"])
-            input_shape = tuple(
-                int(4 * max(row["rf_size"][i] for row in closed)) + 16 for i in range(n)
-            )
+            input_shape = _field_grid(closed)
             # Offsets on the shape the rows report ('same' padding depends on it).
             closed = self._closed_form(input_shape, ndim)
         specs = self._path_specs(input_shape)
@@ -362,10 +366,8 @@ class Pipeline:
                 raise ValueError(
                     f"holes_shape {probe} must have the {len(input_shape)} axes of input_shape"
                 )
-            # Room for the whole field around the centre pixel (the default shape's rule).
-            field = [
-                int(4 * max(row["rf_size"][a] for row in closed)) + 16 for a in range(len(probe))
-            ]
+            # Room for the whole field around the centre pixel.
+            field = _field_grid(closed)
             probe = tuple(min(n, max(p, f)) for n, p, f in zip(input_shape, probe, field))
             try:
                 grid, grid_specs = probe, self._path_specs(probe)

@@ -119,9 +119,17 @@ WRITER = "napari-conv-resample"
 #: an image: its recipe, the spatial axes it filtered and the input's name,
 #: shape and placement (see ``runner.provenance``).
 PROVENANCE = "conv_resample"
+
+
 #: A private TIFF tag (ASCII, JSON) holding the provenance in TIFF outputs:
 #: ImageJ and OME keep the image description for their own metadata.
 PROVENANCE_TIFF_TAG = 65123
+
+
+def whole_chain(made):
+    """The part of a provenance record ``made`` that describes the whole
+    chain from the first input: its ``chain`` when it has one, else itself."""
+    return made.get("chain") if isinstance(made.get("chain"), dict) else made
 
 
 #: ``ImageMeta.extra`` key: the samples axis S holds channels (an ImageJ

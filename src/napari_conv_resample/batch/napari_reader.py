@@ -32,7 +32,7 @@ from ..pipeline import Pipeline
 from .discover import is_zarr
 from .io_tiff import TiffSource, is_tiff, samples_are_rgb
 from .io_zarr import ZarrSource
-from .metadata import PROVENANCE, channel_names
+from .metadata import PROVENANCE, channel_names, whole_chain
 
 #: TIFFs at most this large (bytes) are read into memory; larger ones lazily.
 IN_MEMORY_BYTES = 1 << 30
@@ -137,7 +137,7 @@ def recipe_metadata(made):
 
     try:
         # The whole chain from the first input when the input was an output too.
-        whole = made.get("chain") if isinstance(made.get("chain"), dict) else made
+        whole = whole_chain(made)
         # A record another version wrote, or one edited by hand, is used
         # only when it still reads as a recipe and a source.
         recipe = Pipeline.from_json(json.dumps(whole["recipe"])).to_dict()

@@ -29,7 +29,7 @@ from . import chunked
 from .discover import Found, is_zarr
 from .io_tiff import TiffSource, output_meta_flavor, write_tiff
 from .io_zarr import ZarrSource, create_output, ngff_axes_problem, open_output, scratch_array
-from .metadata import PROVENANCE, WRITER, resolve_axes, updated
+from .metadata import PROVENANCE, WRITER, resolve_axes, updated, whole_chain
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
 #: Inputs at most this large (bytes, as float32) are processed in memory
@@ -295,7 +295,7 @@ def chained(made, recipe, dtype, axes, spatial, preserve_dtype):
     """
     if not isinstance(made, dict):
         return None
-    base = made.get("chain") if isinstance(made.get("chain"), dict) else made
+    base = whole_chain(made)
     try:
         first = Pipeline.from_json(json.dumps(base["recipe"]))
         if made.get("spatial_axes") != spatial or base["input"]["axes"] != axes:
