@@ -23,6 +23,7 @@ from .kernels import PRESETS, make_kernel
 from .masks import coverage_map, overlap_map, sampled_mask, zero_inserted
 from .operators import dilated_downsample, transpose_upsample
 from .pipeline import Pipeline, Stage
+from .pyramid import level_placements, pyramid, pyramid_specs
 
 __version__ = "0.1.0"
 
@@ -39,9 +40,12 @@ __all__ = [
     "device_name",
     "dilated_downsample",
     "get_array_module",
+    "level_placements",
     "make_kernel",
     "output_geometry",
     "overlap_map",
+    "pyramid",
+    "pyramid_specs",
     "resolve_spec",
     "sampled_mask",
     "transpose_upsample",

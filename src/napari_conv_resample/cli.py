@@ -42,6 +42,8 @@ examples:
   # average pooling, integer output, OME-Zarr, out of core in 512x512 chunks
   conv-resample down big.tif -o out/ --kernel box --size 2 --padding 0 \\
       --preserve-dtype --format ome-zarr --chunks 512
+  # a multiscale OME-Zarr: the stack and 4 levels, Y and X halved each time
+  conv-resample down stack.tif -o out/ --stride 1,2,2 --levels 4 --preserve-dtype
 """,
     "up": """\
 examples:
@@ -297,6 +299,7 @@ def build_parser():
         if name == "run":
             p.add_argument("recipe", metavar="RECIPE.json")
             _add_io(p)
+            _add_levels(p)
         elif name == "inspect":
             p.add_argument("recipe", nargs="?", metavar="RECIPE.json")
             p.add_argument("--op", choices=("down", "up"), default="down")
@@ -310,7 +313,19 @@ def build_parser():
         else:
             _add_stage_options(p, name)
             _add_io(p)
+            if name == "down":
+                _add_levels(p)
     return parser
+
+
+def _add_levels(p):
+    p.add_argument(
+        "--levels",
+        type=int,
+        metavar="N",
+        help="write an OME-Zarr pyramid: the input (level 0) and N levels, each the stages "
+        "applied to the level before (napari opens it as one multiscale layer)",
+    )
 
 
 # -- commands ------------------------------------------------------------------
@@ -468,6 +483,13 @@ def cmd_process(args, out, err):
     pipe = _pipeline(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    levels = getattr(args, "levels", None)
+    if levels is not None and levels < 1:
+        raise UsageError(f"--levels {levels}: give the number of levels below the input, >= 1")
+    if levels and args.format not in (None, "ome-zarr"):
+        raise UsageError(
+            f"--levels writes an OME-Zarr pyramid; --format {args.format} holds one resolution"
+        )
     if any(sep in args.suffix for sep in ("/", "\\", "\0")) or args.suffix in (".", ".."):
         raise UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name, not a path")
     options = Options(
@@ -482,6 +504,7 @@ def cmd_process(args, out, err):
         suffix=args.suffix,
         workers=args.workers,
         scheduler=args.scheduler,
+        levels=levels,
     )
     if args.backend == "cupy":
         from .backends import BackendUnavailableError, get_array_module

@@ -3,9 +3,11 @@
 OME-Zarr: the first multiscale's axes give the axis letters and units
 (``type: space`` axes are the spatial ones); the scale and translation of
 its first (full-resolution) dataset, composed with the multiscale's own
-``coordinateTransformations``, give the world placement. Outputs are one
+``coordinateTransformations``, give the world placement (the lower levels of
+a pyramid are read only by the napari reader). Outputs are one
 full-resolution dataset ``0`` whose ``coordinateTransformations`` hold the
-new ``scale`` and ``translation``.
+new ``scale`` and ``translation``, or with ``--levels`` a pyramid: the input
+as dataset ``0`` and its downsamplings as ``1``, ``2``, ... (each placed).
 
 Plain Zarr arrays carry this tool's attributes ``axes``/``scale``/
 ``translate``/``units`` when it wrote them (and Zarr v3 ``dimension_names``).
@@ -71,6 +73,23 @@ def _letter(axis):
     return {"time": "T", "channel": "C"}.get(kind, "Q")
 
 
+def _lower_levels(group, datasets, full):
+    """The arrays of ``datasets`` (an OME-Zarr's levels below the first),
+    as far as each is there with the axes of ``full`` and no larger."""
+    out = []
+    for d in datasets:
+        try:
+            arr = group[d["path"]]
+        except (KeyError, TypeError):
+            break
+        if not isinstance(arr, zarr.Array) or arr.ndim != full.ndim:
+            break
+        if any(n > m for n, m in zip(arr.shape, full.shape)):
+            break
+        out.append(arr)
+    return out
+
+
 class ZarrSource:
     """A Zarr array or the full-resolution level of an OME-Zarr image."""
 
@@ -80,6 +99,8 @@ class ZarrSource:
             node = zarr.open(self.path, mode="r")
         except Exception as exc:
             raise ValueError(f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+        #: The lower resolutions of an OME-Zarr pyramid (arrays, largest first).
+        self.levels = []
         if isinstance(node, zarr.Array):
             self._arr = node
             self.meta = _plain_meta(node)
@@ -100,6 +121,7 @@ class ZarrSource:
                 raise ValueError("OME-Zarr multiscales has no datasets")
             self._arr = node[datasets[0]["path"]]
             ndim = self._arr.ndim
+            self.levels = _lower_levels(node, datasets[1:], self._arr)
             axes_md = ms0.get("axes") or []
             if axes_md and isinstance(axes_md[0], str):  # NGFF 0.3
                 axes_md = [{"name": a} for a in axes_md]
@@ -208,19 +230,22 @@ def _ngff_axes(meta):
     return out
 
 
-def ngff_attrs(meta, version="0.4", name=None, shape=None):
-    """Group attributes of a single-scale OME-Zarr image placed by ``meta``
-    (``shape``: the array's, to check the channel metadata against)."""
+def ngff_attrs(meta, version="0.4", name=None, shape=None, levels=()):
+    """Group attributes of an OME-Zarr image placed by ``meta``
+    (``shape``: the array's, to check the channel metadata against): one
+    dataset ``0``, and with ``levels`` (the metadata of the lower
+    resolutions, largest first) datasets ``1``, ``2``, ... placed by them."""
     ms = {
         "axes": _ngff_axes(meta),
         "datasets": [
             {
-                "path": "0",
+                "path": str(i),
                 "coordinateTransformations": [
-                    {"type": "scale", "scale": [float(v) for v in meta.scale]},
-                    {"type": "translation", "translation": [float(v) for v in meta.translate]},
+                    {"type": "scale", "scale": [float(v) for v in m.scale]},
+                    {"type": "translation", "translation": [float(v) for v in m.translate]},
                 ],
             }
+            for i, m in enumerate([meta, *levels])
         ],
         "name": name or "image",
     }
@@ -339,40 +364,9 @@ def create_output(path, kind, shape, dtype, chunks, meta):
     whose axes are not in NGFF order (an RGB ``YXS`` image) is stored in
     NGFF order and a :class:`PermutedArray` (with ``.perm``) is returned.
     """
-    shape, chunks = tuple(shape), tuple(chunks)
     if kind == "ome-zarr":
-        perm, stored = ngff_order(meta.axes)
-        if perm != tuple(range(len(perm))):
-            meta = replace(
-                meta,
-                axes=stored,
-                scale=tuple(meta.scale[i] for i in perm),
-                translate=tuple(meta.translate[i] for i in perm),
-                units=tuple(meta.units[i] for i in perm),
-            )
-            arr = create_output(
-                path,
-                kind,
-                [shape[i] for i in perm],
-                dtype,
-                [chunks[i] for i in perm],
-                meta,
-            )
-            return PermutedArray(arr, perm)
-        version = meta.extra.get("ngff_version", "0.4")
-        version = version if version in NGFF_VERSIONS else "0.4"
-        fmt = 3 if version == "0.5" else 2
-        group = zarr.open_group(path, mode="w", zarr_format=fmt)
-        group.attrs.update(ngff_attrs(meta, version, meta.extra.get("name"), shape))
-        group.attrs["written_by"] = WRITER
-        if PROVENANCE in meta.extra:
-            group.attrs[PROVENANCE] = meta.extra[PROVENANCE]
-        if fmt == 3:
-            kw = {"dimension_names": [a.lower() for a in meta.axes]}
-        else:
-            # NGFF (0.2 on) stores Zarr v2 chunks under '/'-separated keys.
-            kw = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
-        return group.create_array("0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **kw)
+        return create_pyramid(path, [shape], dtype, [chunks], [meta])[0]
+    shape, chunks = tuple(shape), tuple(chunks)
     return zarr.create_array(
         store=str(path),
         shape=shape,
@@ -388,6 +382,59 @@ def create_output(path, kind, shape, dtype, chunks, meta):
             **_plain_extra(meta, shape),
         },
     )
+
+
+def _permuted(meta, perm, stored):
+    return replace(
+        meta,
+        axes=stored,
+        scale=tuple(meta.scale[i] for i in perm),
+        translate=tuple(meta.translate[i] for i in perm),
+        units=tuple(meta.units[i] for i in perm),
+    )
+
+
+def create_pyramid(path, shapes, dtype, chunks, metas):
+    """Create an OME-Zarr image at ``path`` with one dataset per level and
+    return their arrays to fill (``0``: the full resolution).
+
+    ``shapes``, ``chunks`` and ``metas`` (placement; the group's other
+    attributes come from ``metas[0]``) hold one entry per level, largest
+    first. Arrays are indexed in ``metas[0].axes`` order; axes not in NGFF
+    order are stored permuted (see :func:`create_output`).
+    """
+    perm, stored = ngff_order(metas[0].axes)
+    if perm != tuple(range(len(perm))):
+        arrays = create_pyramid(
+            path,
+            [[shape[i] for i in perm] for shape in shapes],
+            dtype,
+            [[c[i] for i in perm] for c in chunks],
+            [_permuted(m, perm, stored) for m in metas],
+        )
+        return [PermutedArray(arr, perm) for arr in arrays]
+    meta = metas[0]
+    version = meta.extra.get("ngff_version", "0.4")
+    version = version if version in NGFF_VERSIONS else "0.4"
+    fmt = 3 if version == "0.5" else 2
+    group = zarr.open_group(path, mode="w", zarr_format=fmt)
+    group.attrs.update(
+        ngff_attrs(meta, version, meta.extra.get("name"), tuple(shapes[0]), metas[1:])
+    )
+    group.attrs["written_by"] = WRITER
+    if PROVENANCE in meta.extra:
+        group.attrs[PROVENANCE] = meta.extra[PROVENANCE]
+    if fmt == 3:
+        kw = {"dimension_names": [a.lower() for a in meta.axes]}
+    else:
+        # NGFF (0.2 on) stores Zarr v2 chunks under '/'-separated keys.
+        kw = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    return [
+        group.create_array(
+            str(i), shape=tuple(shape), dtype=dtype, chunks=tuple(c), fill_value=0, **kw
+        )
+        for i, (shape, c) in enumerate(zip(shapes, chunks))
+    ]
 
 
 def scratch_array(path, shape, dtype, chunks):

@@ -128,7 +128,11 @@ PROVENANCE_TIFF_TAG = 65123
 
 def whole_chain(made):
     """The part of a provenance record ``made`` that describes the whole
-    chain from the first input: its ``chain`` when it has one, else itself."""
+    chain from the first input: its ``chain`` when it has one, else itself;
+    ``None`` for a pyramid (``levels``: its full resolution is its input,
+    not a result of its recipe)."""
+    if made.get("levels"):
+        return None
     return made.get("chain") if isinstance(made.get("chain"), dict) else made
 
 

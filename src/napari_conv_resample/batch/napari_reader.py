@@ -78,6 +78,13 @@ def layer_data(path):
         src.close()
     meta = src.meta
     axes = meta.axes
+    levels = getattr(src, "levels", [])
+    if levels and "S" not in axes:
+        # An OME-Zarr pyramid: one multiscale layer, placed by its full
+        # resolution (napari places the lower levels by their shapes).
+        import dask.array as da
+
+        data = [data, *(da.from_zarr(a) for a in levels)]
     keep = [i for i, a in enumerate(axes) if a not in "CS"]
     name = layer_name(p.name)
     kwargs = {
@@ -112,9 +119,11 @@ def layer_data(path):
                 f"{p}: axes {axes!r}: its {data.shape[s]} samples per pixel are channels "
                 "besides a channel axis C: napari shows one channel axis"
             )
+    if isinstance(data, list):
+        kwargs["multiscale"] = True
     if channels is not None:
         kwargs["channel_axis"] = channels
-        n = data.shape[channels]
+        n = (data[0] if isinstance(data, list) else data).shape[channels]
         names = channel_names(meta, src.shape) if "C" in axes else None
         labels = names or [f"c{i}" for i in range(n)]
         kwargs["name"] = [f"{name} [{label}]" for label in labels]

@@ -23,12 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._validation import normalize_axes
 from ..operators import cast_result, compute_dtype
 from ..pipeline import Pipeline, to_jsonable
+from ..pyramid import pyramid_specs
 from . import chunked
 from .discover import Found, is_zarr
 from .io_tiff import TiffSource, output_meta_flavor, write_tiff
-from .io_zarr import ZarrSource, create_output, ngff_axes_problem, open_output, scratch_array
+from .io_zarr import (
+    ZarrSource,
+    create_output,
+    create_pyramid,
+    ngff_axes_problem,
+    open_output,
+    scratch_array,
+)
 from .metadata import PROVENANCE, WRITER, resolve_axes, updated, whole_chain
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
@@ -51,6 +60,8 @@ class Options:
     suffix: str = ""
     workers: int | None = None
     scheduler: str | None = None
+    #: Write an OME-Zarr pyramid: the input and this many downsamplings of it.
+    levels: int | None = None
 
 
 @dataclass
@@ -106,7 +117,7 @@ def split_name(name):
 def output_path(found, options):
     """Where the result of ``found`` goes (format from the input unless ``--format``)."""
     stem, ext = split_name(found.rel.name)
-    fmt = options.format
+    fmt = options.format or ("ome-zarr" if options.levels else None)
     kind = "tiff" if not is_zarr(found.path) else None
     if fmt is None or (fmt == "tiff" and kind == "tiff"):
         if kind == "tiff":
@@ -175,6 +186,8 @@ def output_dtype(in_dtype, n_stages, preserve_dtype):
 def out_format(found, options, meta):
     if options.format:
         return options.format
+    if options.levels:
+        return "ome-zarr"  # the one multiscale format written
     return "tiff" if meta.flavor in ("plain", "imagej", "ome") else meta.flavor
 
 
@@ -207,11 +220,15 @@ def _plan(src, found, options):
             f"axes {meta.axes!r} have {len(axes)} ({''.join(meta.axes[a] for a in axes)}); " + hint
         )
     axes = options.pipeline.stage_axes(len(src.shape), axes)
-    specs = options.pipeline.specs(src.shape, axes)
-    meta_out = updated(meta, specs)
+    levels = _pyramid_levels(options, src.shape, axes, meta.axes)
+    specs = levels[0] if levels else options.pipeline.specs(src.shape, axes)
     made = provenance(found, src, options, axes, specs)
+    # A pyramid's dataset 0 is the input itself: placed as it is.
+    meta_out = meta if levels else updated(meta, specs)
     meta_out = replace(meta_out, extra={**meta_out.extra, PROVENANCE: made})
     fmt = out_format(found, options, meta)
+    if levels and fmt != "ome-zarr":
+        raise ValueError(f"--levels writes an OME-Zarr pyramid, not --format {fmt}")
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
     if problem:
         raise ValueError(f"--format ome-zarr: {problem}; write --format tiff or zarr")
@@ -220,11 +237,15 @@ def _plan(src, found, options):
             f"a TIFF holds 2-D planes, the image is 1-D (axes {meta.axes!r}): write --format zarr"
         )
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
+    level_metas = [meta_out]
+    for level in levels:
+        level_metas.append(updated(level_metas[-1], level))
     return {
         "axes": meta.axes,
         "spatial_axes": "".join(meta.axes[a] for a in axes),
         "shape_in": list(src.shape),
         "shape_out": list(specs[-1].output_shape),
+        **({"level_shapes": _level_shapes(src.shape, levels)} if levels else {}),
         "dtype_in": src.dtype.name,
         "dtype_out": dtype.name,
         "format": fmt,
@@ -234,7 +255,26 @@ def _plan(src, found, options):
         "_specs": specs,
         "_meta_out": meta_out,
         "_axes": axes,
+        "_levels": levels,
+        "_level_metas": level_metas,
     }
+
+
+def _pyramid_levels(options, shape, axes, letters):
+    """The specs of every level of the ``--levels`` pyramid (``[]`` without one)."""
+    if not options.levels:
+        return []
+    others = [letters[a] for a in normalize_axes(axes, len(shape)) if letters[a] not in "ZYX"]
+    if others:
+        raise ValueError(
+            f"--levels: the levels of a pyramid differ in Z, Y and X only; the stages "
+            f"filter {''.join(others)} (axes {letters!r}); name the space axes with --axes"
+        )
+    return pyramid_specs(options.pipeline, shape, options.levels, axes, name="--levels")
+
+
+def _level_shapes(shape, levels):
+    return [list(shape)] + [list(specs[-1].output_shape) for specs in levels]
 
 
 #: Why a file whose output is there is skipped (before and after taking its
@@ -255,9 +295,17 @@ def provenance(found, src, options, axes, specs):
     pipe = options.pipeline
     recipe = Pipeline(pipe.stages, spatial_dims=len(axes), rounded=pipe.rounded)
     spatial = "".join(meta.axes[a] for a in axes)
-    chain = chained(
-        meta.extra.get(PROVENANCE), recipe, src.dtype, meta.axes, spatial, options.preserve_dtype
-    )
+    # A pyramid's dataset 0 is its input, not a result: it records no chain.
+    chain = None
+    if not options.levels:
+        chain = chained(
+            meta.extra.get(PROVENANCE),
+            recipe,
+            src.dtype,
+            meta.axes,
+            spatial,
+            options.preserve_dtype,
+        )
     return to_jsonable(
         {
             **({"chain": chain} if chain else {}),
@@ -265,6 +313,8 @@ def provenance(found, src, options, axes, specs):
             "stages": resolved_stages(specs, pipe.rounded),
             "spatial_axes": spatial,
             "preserve_dtype": bool(options.preserve_dtype),
+            # Only in pyramids: their dataset k is the recipe applied k times.
+            **({"levels": int(options.levels)} if options.levels else {}),
             "input": {
                 "name": Path(found.path).name,
                 "axes": meta.axes,
@@ -347,6 +397,7 @@ _COMPARED = {
     "stages": "stages",
     "spatial_axes": "spatial axes",
     "preserve_dtype": "--preserve-dtype",
+    "levels": "--levels",
     "input": "input (dtype, shape or placement)",
 }
 
@@ -494,6 +545,8 @@ def release_lock(lock, fd):
 
 
 def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_progress):
+    if plan["_levels"]:
+        return _write_pyramid(src, found, plan, options, tmp, client, chunk_progress)
     specs, meta_out, axes = plan["_specs"], plan["_meta_out"], plan["_axes"]
     fmt = plan["format"]
     out_shape = tuple(specs[-1].output_shape)
@@ -536,46 +589,14 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
             if chunk_progress is not None:
                 chunk_progress(1, None)
     else:
-        from distributed import as_completed
-
         # Absolute paths: a --scheduler cluster's workers run in folders of their own.
         store_path = os.path.abspath(scratch if fmt == "tiff" else _array_path(tmp, fmt))
-        # One gate per run: chunks of an earlier, stopped run still computing
-        # on a long-lived cluster find theirs gone, never this run's.
-        gate = Path(os.path.abspath(tmp))
-        gate = gate.with_name(f"{gate.name}.{uuid.uuid4().hex[:12]}.writers")
-        gate.touch()
-        futures = []
-        try:
-            # Submitted one by one inside the try: an interrupt while
-            # submitting must cancel those already running too.
-            for region in regions:
-                futures.append(
-                    client.submit(
-                        _remote_chunk,
-                        os.path.abspath(found.path),
-                        store_path,
-                        specs,
-                        region,
-                        kwargs,
-                        getattr(target, "perm", None),
-                        str(gate),
-                        pure=False,
-                    )
-                )
-            for fut in as_completed(futures):
-                fut.result()
-                if chunk_progress is not None:
-                    chunk_progress(1, None)
-        except BaseException:
-            # Ctrl-C or a failed chunk: stop the rest, and wait for the chunks
-            # being written (a cancelled task runs on), before the partial
-            # output is removed.
-            client.cancel(futures)
-            close_gate(gate)
-            raise
-        finally:
-            _remove(gate)
+        jobs = [
+            (os.path.abspath(found.path), store_path, specs, region, kwargs, target, None)
+            for region in regions
+        ]
+        with _writers_gate(tmp, client) as run_jobs:
+            run_jobs(jobs, chunk_progress)
     if fmt == "tiff":
         flavor_meta = output_meta_flavor(meta_out, None)
         iy = len(out_shape) - (3 if meta_out.axes[-1] == "S" else 2)
@@ -591,8 +612,140 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
     return list(compute)
 
 
-def _array_path(tmp, fmt):
-    return Path(tmp) / "0" if fmt == "ome-zarr" else Path(tmp)
+def _array_path(tmp, fmt, level=0):
+    return Path(tmp) / str(level) if fmt == "ome-zarr" else Path(tmp)
+
+
+class _writers_gate:
+    """``with _writers_gate(tmp, client) as run_jobs``: ``run_jobs(jobs,
+    progress)`` runs chunk jobs on the dask ``client`` and waits for them,
+    every write going through one gate for the run (:func:`write_through_gate`).
+
+    A job is ``(source, store_path, specs, region, kwargs, target, dtype)``
+    as :func:`_remote_chunk` takes them (``target``: the output array, for
+    its permutation). On Ctrl-C or a failed chunk the rest are cancelled and
+    the chunks being written are waited for (a cancelled task runs on)
+    before the error goes on and the partial output is removed.
+    """
+
+    def __init__(self, tmp, client):
+        self.client = client
+        # One gate per run: chunks of an earlier, stopped run still computing
+        # on a long-lived cluster find theirs gone, never this run's.
+        gate = Path(os.path.abspath(tmp))
+        self.gate = gate.with_name(f"{gate.name}.{uuid.uuid4().hex[:12]}.writers")
+
+    def __enter__(self):
+        self.gate.touch()
+        return self.run_jobs
+
+    def run_jobs(self, jobs, progress):
+        from distributed import as_completed
+
+        futures = []
+        try:
+            # Submitted one by one inside the try: an interrupt while
+            # submitting must cancel those already running too.
+            for source, store_path, specs, region, kwargs, target, dtype in jobs:
+                futures.append(
+                    self.client.submit(
+                        _remote_chunk,
+                        source,
+                        store_path,
+                        specs,
+                        region,
+                        kwargs,
+                        getattr(target, "perm", None),
+                        str(self.gate),
+                        dtype,
+                        pure=False,
+                    )
+                )
+            for fut in as_completed(futures):
+                fut.result()
+                if progress is not None:
+                    progress(1, None)
+        except BaseException:
+            self.client.cancel(futures)
+            close_gate(self.gate)
+            raise
+
+    def __exit__(self, *exc):
+        _remove(self.gate)
+        return False
+
+
+def _write_pyramid(src, found, plan, options, tmp, client, chunk_progress):
+    """Write the ``--levels`` pyramid of ``src`` to ``tmp``: dataset 0 the
+    input in the output dtype, dataset k the recipe applied to dataset k-1
+    (dataset 1 to the input itself, so it equals the output of a run
+    without ``--levels``). In memory, or chunk by chunk level by level,
+    each level reading the one before from the store."""
+    axes, metas, levels = plan["_axes"], plan["_level_metas"], plan["_levels"]
+    dtype = np.dtype(plan["dtype_out"])
+    shapes = [tuple(shape) for shape in plan["level_shapes"]]
+    pipe = options.pipeline
+    by_chunks = use_chunks(src, options)
+    if by_chunks:
+        letters = metas[0].axes
+        chunks = [chunked.parse_chunks(options.chunks, sh, axes, letters) for sh in shapes]
+    else:
+        chunks = [_store_chunks(sh, axes, metas[0]) for sh in shapes]
+    arrays = create_pyramid(tmp, shapes, dtype, chunks, metas)
+    if not by_chunks:
+        data = src.read()
+        arrays[0][...] = data.astype(dtype, copy=False)
+        level = data
+        for arr in arrays[1:]:
+            out = pipe(level, axes=axes, backend=options.backend)
+            level = cast_result(out, data.dtype, options.preserve_dtype)
+            arr[...] = level
+        if chunk_progress is not None:
+            chunk_progress(1, 1)
+        return None
+    kwargs = dict(
+        preserve_dtype=options.preserve_dtype, backend=options.backend, rounded=pipe.rounded
+    )
+    # Rounds of jobs: dataset 0 and level 1 read the input (None); level k
+    # the level before, once it is complete.
+    rounds = [[(0, [], None, src.dtype), (1, levels[0], None, src.dtype)]]
+    rounds += [[(k, levels[k - 1], k - 1, dtype)] for k in range(2, len(shapes))]
+    total = sum(len(chunked.chunk_grid(sh, c)) for sh, c in zip(shapes, chunks))
+    if chunk_progress is not None:
+        chunk_progress(0, total)
+
+    def jobs(level_jobs):
+        for k, specs, before, in_dtype in level_jobs:
+            if before is None:
+                source = os.path.abspath(found.path)
+            else:  # absolute: a --scheduler cluster's workers run elsewhere
+                path = os.path.abspath(_array_path(tmp, "ome-zarr", before))
+                source = (path, getattr(arrays[before], "perm", None))
+            store_path = os.path.abspath(_array_path(tmp, "ome-zarr", k))
+            kw = {**kwargs, "in_dtype": in_dtype}
+            for region in chunked.chunk_grid(shapes[k], chunks[k]):
+                yield source, store_path, specs, region, kw, arrays[k], dtype, before
+
+    if client is None:
+        for level_jobs in rounds:
+            for *job, before in jobs(level_jobs):
+                _source, _path, specs, region, kw, target, _dtype = job
+                read = src.region if before is None else arrays[before].__getitem__
+                index = tuple(slice(a, b) for a, b in region)
+                target[index] = _level_region(specs, read, region, kw, dtype)
+                if chunk_progress is not None:
+                    chunk_progress(1, None)
+        return list(chunks[0])
+    with _writers_gate(tmp, client) as run_jobs:
+        for level_jobs in rounds:
+            run_jobs([job for *job, _before in jobs(level_jobs)], chunk_progress)
+    return list(chunks[0])
+
+
+def _level_region(specs, read, region, kwargs, dtype):
+    """``region`` of ``specs``' output (of the input itself when there are
+    no specs) from ``read``, in ``dtype``."""
+    return chunked.compute_region(specs, read, region, **kwargs).astype(dtype, copy=False)
 
 
 def _tiff_flavor_written(meta, dtype, shape):
@@ -659,9 +812,28 @@ def _tiff_pieces(arr, meta, dtype):
 _SOURCES = {}
 
 
-def _remote_chunk(path, store_path, specs, region, kwargs, perm, gate):
+def _remote_chunk(source, store_path, specs, region, kwargs, perm, gate, dtype=None):
     """One chunk on a dask worker: read its halo, compute, write its output chunk
-    (through ``gate``: see :func:`write_through_gate`)."""
+    (through ``gate``: see :func:`write_through_gate`).
+
+    ``source`` is the input file's path, or ``(array_path, perm)`` for a
+    level of a pyramid being written (see :func:`open_output`). ``dtype``:
+    the dtype the chunk is written in (default: the computed one).
+    """
+    if isinstance(source, str):
+        read = _open_cached(source).region
+    else:
+        read = open_output(*source).__getitem__
+    out = chunked.compute_region(specs, read, region, **kwargs)
+    if dtype is not None:
+        out = out.astype(dtype, copy=False)
+    index = tuple(slice(a, b) for a, b in region)
+    write_through_gate(gate, lambda: open_output(store_path, perm).__setitem__(index, out))
+    return out.shape
+
+
+def _open_cached(path):
+    """The source at ``path``, kept open on this worker between chunks."""
     # Workers of a long-lived cluster keep sources open between runs: a file
     # replaced since (same path, other inode, size or time) is opened anew.
     st = os.stat(path)
@@ -673,10 +845,7 @@ def _remote_chunk(path, store_path, specs, region, kwargs, perm, gate):
                 s.close()
             _SOURCES.clear()
         src = _SOURCES[key] = open_source(path)
-    out = chunked.compute_region(specs, src.region, region, **kwargs)
-    index = tuple(slice(a, b) for a, b in region)
-    write_through_gate(gate, lambda: open_output(store_path, perm).__setitem__(index, out))
-    return out.shape
+    return src
 
 
 def write_through_gate(gate, write):

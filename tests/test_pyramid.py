@@ -1,0 +1,338 @@
+"""Multiscale pyramids: the library's ``pyramid`` and ``conv-resample down/run --levels``.
+
+Every level is checked against the library's own operators, the OME-Zarr
+placement of every dataset against the output geometry, the chunked and
+dask paths against the in-memory one, and the files are read back with zarr
+and through the plugin's reader into a napari viewer model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_conv_resample import (
+    Pipeline,
+    Stage,
+    dilated_downsample,
+    level_placements,
+    output_geometry,
+    pyramid,
+    pyramid_specs,
+)
+from napari_conv_resample.cli import main
+
+UM = "micrometer"
+
+
+def run_cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _multiscale(path):
+    group = zarr.open_group(path, mode="r")
+    attrs = dict(group.attrs)
+    ms = attrs["ome"]["multiscales"][0] if "ome" in attrs else attrs["multiscales"][0]
+    placed = []
+    for ds in ms["datasets"]:
+        tr = {t["type"]: t for t in ds["coordinateTransformations"]}
+        placed.append((ds["path"], tr["scale"]["scale"], tr["translation"]["translation"]))
+    return group, ms, placed
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """An ImageJ z-stack (0.2 µm pixels, 1.5 µm steps) and its pixels."""
+    rng = np.random.default_rng(11)
+    data = (rng.random((5, 100, 90)) * 4000).astype(np.uint16)
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(
+        d / "stack.tif",
+        data,
+        imagej=True,
+        resolution=(5.0, 5.0),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"},
+    )
+    return d / "stack.tif", data
+
+
+# -- library -------------------------------------------------------------------
+
+
+def test_levels_are_repeated_downsamplings():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 50)).astype(np.float32)
+    levels = pyramid(x, 3, kernel="gaussian", stride=2, dilation=1)
+    assert levels[0] is x
+    assert [a.shape for a in levels] == [(64, 50), (32, 25), (16, 13), (8, 7)]
+    want = x
+    for got in levels[1:]:
+        want = dilated_downsample(want, "gaussian", stride=2)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_integer_levels_keep_their_dtype_only_when_asked():
+    x = (np.random.default_rng(1).random((3, 40, 40)) * 60000).astype(np.uint16)
+    kept = pyramid(x, 2, stride=(1, 2, 2), preserve_dtype=True)
+    assert [a.dtype for a in kept] == [np.uint16] * 3
+    # Each level is rounded from the rounded level before it.
+    lvl1 = dilated_downsample(x, stride=(1, 2, 2), preserve_dtype=True)
+    np.testing.assert_array_equal(kept[1], lvl1)
+    np.testing.assert_array_equal(
+        kept[2], dilated_downsample(lvl1, stride=(1, 2, 2), preserve_dtype=True)
+    )
+    floats = pyramid(x, 2, stride=(1, 2, 2))
+    assert [a.dtype for a in floats] == [np.uint16, np.float32, np.float32]
+
+
+def test_a_pipeline_makes_each_level_and_axes_carry_time():
+    x = np.random.default_rng(2).random((4, 32, 32)).astype(np.float32)
+    pipe = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)])
+    levels = pyramid(x, 2, pipeline=pipe, axes=(1, 2))
+    assert [a.shape for a in levels] == [(4, 32, 32), (4, 16, 16), (4, 8, 8)]
+    np.testing.assert_allclose(levels[2], x.reshape(4, 8, 4, 8, 4).mean(axis=(2, 4)), rtol=1e-6)
+
+
+def test_bad_levels_name_the_parameter_and_say_how_many_fit():
+    x = np.ones((64, 48), np.float32)
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"levels must be an integer >= 1, got {bad!r}"):
+            pyramid(x, bad)
+    with pytest.raises(ValueError, match=r"levels=10: level 7 .*at most 6 levels fit"):
+        pyramid(x, 10)
+    up = Pipeline([Stage("up", stride=2)])
+    with pytest.raises(
+        ValueError, match=r"level 1 would not be smaller .*\(64, 48\) -> \(128, 96\)"
+    ):
+        pyramid(x, 1, pipeline=up)
+    flat = Pipeline([Stage("down", stride=1)])
+    with pytest.raises(ValueError, match="make no smaller level"):
+        pyramid(x, 1, pipeline=flat)
+    with pytest.raises(TypeError, match="either pipeline or the down keywords"):
+        pyramid(x, 1, pipeline=flat, stride=2)
+
+
+def test_level_placements_follow_the_output_geometry():
+    pipe = Pipeline([Stage("down", stride=(1, 2, 2))])
+    shape, scale, translate = (5, 100, 91), (1.5, 0.2, 0.2), (3.0, -1.0, 2.0)
+    placed = level_placements(pyramid_specs(pipe, shape, 3), scale, translate)
+    assert placed[0] == (scale, translate)
+    for s, t in placed[1:]:
+        geo = output_geometry("down", shape, scale=scale, translate=translate, stride=(1, 2, 2))
+        assert s == pytest.approx(geo.scale) and t == pytest.approx(geo.translate)
+        shape, scale, translate = geo.shape, geo.scale, geo.translate
+
+
+# -- batch ---------------------------------------------------------------------
+
+
+def test_levels_write_an_ome_zarr_pyramid_placed_level_by_level(tmp_path, capsys, stack):
+    src, data = stack
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        ["down", src, "-o", out, "--stride", "1,2,2", "--levels", "3", "--preserve-dtype"]
+        + ["--json"],
+        capsys,
+    )
+    assert code == 0, stdout
+    report = json.loads(stdout)["files"][0]
+    assert report["level_shapes"] == [[5, 100, 90], [5, 50, 45], [5, 25, 23], [5, 13, 12]]
+    # A TIFF input gives an OME-Zarr: the one multiscale format written.
+    path = out / "stack.ome.zarr"
+    group, ms, placed = _multiscale(path)
+    assert [a.get("unit") for a in ms["axes"]] == [UM, UM, UM]
+    want = pyramid(data, 3, stride=(1, 2, 2), preserve_dtype=True)
+    specs = pyramid_specs(Pipeline([Stage("down", stride=(1, 2, 2))]), data.shape, 3)
+    where = level_placements(specs, (1.5, 0.2, 0.2), (0.0, 0.0, 0.0))
+    assert [p for p, _, _ in placed] == ["0", "1", "2", "3"]
+    for (name, scale, translate), level, (s, t) in zip(placed, want, where):
+        got = group[name][...]
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got, level)
+        assert scale == pytest.approx(s) and translate == pytest.approx(t)
+    # Level 1 is exactly the output of the same run without --levels.
+    code, _, _ = run_cli(
+        ["down", src, "-o", tmp_path / "one", "--stride", "1,2,2", "--preserve-dtype"], capsys
+    )
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "one" / "stack.tif"), group["1"][...])
+    made = dict(group.attrs)["conv_resample"]
+    assert made["levels"] == 3 and "chain" not in made
+
+
+def test_float_levels_from_integers_and_chunked_equals_in_memory(tmp_path, capsys, stack):
+    src, data = stack
+    base = ["down", src, "--stride", "1,2,2", "--dilation", "1,2,2", "--levels", "2"]
+    code, stdout, _ = run_cli(base + ["-o", tmp_path / "mem"], capsys)
+    assert code == 0, stdout
+    code, stdout, _ = run_cli(base + ["-o", tmp_path / "chunk", "--chunks", "2,16,16"], capsys)
+    assert code == 0, stdout
+    mem = zarr.open_group(tmp_path / "mem" / "stack.ome.zarr", mode="r")
+    chk = zarr.open_group(tmp_path / "chunk" / "stack.ome.zarr", mode="r")
+    assert chk["1"].chunks == (2, 16, 16)
+    want = pyramid(data, 2, stride=(1, 2, 2), dilation=(1, 2, 2))
+    for k in range(3):
+        assert mem[str(k)].dtype == np.float32  # dataset 0: the input as float32
+        np.testing.assert_array_equal(mem[str(k)][...], want[k].astype(np.float32))
+        np.testing.assert_array_equal(chk[str(k)][...], mem[str(k)][...])
+
+
+def test_rgb_pyramid_is_stored_in_ngff_order_and_read_in_chunks(tmp_path, capsys):
+    rgb = (np.random.default_rng(3).random((40, 36, 3)) * 255).astype(np.uint8)
+    src = tmp_path / "rgb.tif"
+    tifffile.imwrite(src, rgb, photometric="rgb")
+    base = ["down", src, "--levels", "2", "--preserve-dtype"]
+    assert run_cli(base + ["-o", tmp_path / "a"], capsys)[0] == 0
+    assert run_cli(base + ["-o", tmp_path / "b", "--chunks", "8"], capsys)[0] == 0
+    want = pyramid(rgb, 2, axes=(0, 1), preserve_dtype=True)
+    for d in ("a", "b"):
+        group, ms, _ = _multiscale(tmp_path / d / "rgb.ome.zarr")
+        assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]  # YXS stored as CYX
+        for k in range(3):
+            np.testing.assert_array_equal(np.moveaxis(group[str(k)][...], 0, -1), want[k])
+
+
+def test_levels_on_a_loopback_dask_cluster(tmp_path, capsys, stack):
+    distributed = pytest.importorskip("distributed")
+    src, data = stack
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        code, stdout, _ = run_cli(
+            ["down", src, "-o", tmp_path / "out", "--stride", "1,2,2", "--levels", "3"]
+            + ["--scheduler", cluster.scheduler_address, "--chunks", "3,16,16"],
+            capsys,
+        )
+    assert code == 0, stdout
+    group = zarr.open_group(tmp_path / "out" / "stack.ome.zarr", mode="r")
+    for k, level in enumerate(pyramid(data, 3, stride=(1, 2, 2))):
+        np.testing.assert_array_equal(group[str(k)][...], level.astype(np.float32))
+    assert not list((tmp_path / "out").glob(".*"))  # no gate, lock or partial left
+
+
+def test_reruns_compare_the_levels(tmp_path, capsys, stack):
+    src, _ = stack
+    base = ["down", src, "-o", tmp_path / "out", "--stride", "1,2,2"]
+    assert run_cli(base + ["--levels", "2"], capsys)[0] == 0
+    code, stdout, _ = run_cli(base + ["--levels", "2", "--json"], capsys)
+    assert json.loads(stdout)["files"][0]["reason"].startswith("output exists, made with these")
+    code, stdout, _ = run_cli(base + ["--levels", "3", "--json"], capsys)
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert "different settings (--levels)" in reason
+    code, stdout, _ = run_cli(base + ["--format", "ome-zarr", "--json"], capsys)
+    assert "different settings (--levels)" in json.loads(stdout)["files"][0]["reason"]
+
+
+def test_bad_levels_options_exit_2_before_any_work(tmp_path, capsys, stack):
+    src, _ = stack
+    out = tmp_path / "out"
+    for extra, message in [
+        (["--levels", "0"], "--levels 0: give the number of levels below the input, >= 1"),
+        (["--levels", "2", "--format", "tiff"], "--format tiff holds one resolution"),
+        (["--levels", "2", "--format", "zarr"], "--format zarr holds one resolution"),
+        (["--levels", "two"], "--levels: invalid int value: 'two'"),
+    ]:
+        code, _, stderr = run_cli(["down", src, "-o", out] + extra, capsys)
+        assert code == 2 and message in stderr, stderr
+    code, _, stderr = run_cli(["up", src, "-o", out, "--levels", "2"], capsys)
+    assert code == 2 and "unrecognized arguments: --levels" in stderr
+    assert not out.exists()
+
+
+def test_a_file_too_small_for_its_levels_fails_and_leaves_nothing(tmp_path, capsys, stack):
+    src, _ = stack
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        ["down", src, "-o", out, "--stride", "1,2,2", "--levels", "9", "--json"], capsys
+    )
+    assert code == 1
+    reason = json.loads(stdout)["files"][0]["reason"]
+    assert "--levels 9: level 8 would not be smaller than level 7" in reason
+    assert "at most 7 levels fit an image of shape (5, 100, 90)" in reason
+    assert not out.exists() or not any(out.iterdir())
+    # Filtering the channel axis would give levels with other channels.
+    czyx = np.zeros((2, 4, 32, 32), np.float32)
+    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
+    code, stdout, _ = run_cli(
+        ["down", tmp_path / "c.tif", "-o", out, "--levels", "1", "--axes", "CZYX", "--json"],
+        capsys,
+    )
+    assert code == 1
+    assert "differ in Z, Y and X only; the stages filter C" in stdout
+
+
+def test_run_recipe_levels_and_a_pyramid_as_input(tmp_path, capsys, stack):
+    src, data = stack
+    pipe = Pipeline([Stage("down", kernel="box", size=2, stride=2, padding=0)], spatial_dims=2)
+    recipe = tmp_path / "r.json"
+    pipe.to_json(recipe)
+    code, stdout, _ = run_cli(["run", recipe, src, "-o", tmp_path / "p", "--levels", "2"], capsys)
+    assert code == 0, stdout
+    group = zarr.open_group(tmp_path / "p" / "stack.ome.zarr", mode="r")
+    assert [group[str(k)].shape for k in range(3)] == [(5, 100, 90), (5, 50, 45), (5, 25, 22)]
+    # A pyramid as input is read at full resolution (dataset 0: the input),
+    # and its output records no chain through the pyramid's recipe.
+    code, stdout, _ = run_cli(
+        ["run", recipe, tmp_path / "p" / "stack.ome.zarr", "-o", tmp_path / "q"], capsys
+    )
+    assert code == 0, stdout
+    again = zarr.open_group(tmp_path / "q" / "stack.ome.zarr", mode="r")
+    np.testing.assert_array_equal(again["0"][...], group["1"][...])
+    made = dict(again.attrs)["conv_resample"]
+    assert "chain" not in made and made["input"]["shape"] == [5, 100, 90]
+
+
+def test_the_reader_opens_a_pyramid_as_one_multiscale_layer(tmp_path, capsys, stack):
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    src, data = stack
+    out = tmp_path / "out"
+    assert run_cli(["down", src, "-o", out, "--stride", "1,2,2", "--levels", "2"], capsys)[0] == 0
+    [(levels, kwargs, kind)] = read(out / "stack.ome.zarr")
+    assert kind == "image" and kwargs["multiscale"] is True
+    assert [tuple(a.shape) for a in levels] == [(5, 100, 90), (5, 50, 45), (5, 25, 23)]
+    assert kwargs["scale"] == pytest.approx((1.5, 0.2, 0.2))
+    # Its full resolution is the input, not a result: no recipe for the inspector.
+    assert "conv_resample_recipe" not in kwargs["metadata"]
+    viewer = ViewerModel()
+    layer = viewer.add_image(levels, **kwargs)
+    assert layer.multiscale and len(layer.data) == 3
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), data.astype(np.float32))
+    assert tuple(layer.scale) == pytest.approx((1.5, 0.2, 0.2))
+
+
+def test_the_reader_splits_the_channels_of_a_pyramid(tmp_path, capsys):
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    czyx = np.random.default_rng(4).random((2, 4, 32, 32)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
+    code, stdout, _ = run_cli(
+        ["down", tmp_path / "c.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "YX"],
+        capsys,
+    )
+    assert code == 0, stdout
+    [(levels, kwargs, _)] = read(tmp_path / "o" / "c.ome.zarr")
+    assert kwargs["channel_axis"] == 0 and kwargs["multiscale"] is True
+    layers = ViewerModel().add_image(levels, **kwargs)
+    assert len(layers) == 2
+    assert [tuple(a.shape) for a in layers[1].data] == [(4, 32, 32), (4, 16, 16), (4, 8, 8)]
+    want = pyramid(czyx[1], 2, axes=(1, 2))
+    np.testing.assert_array_equal(np.asarray(layers[1].data[2]), want[2])
