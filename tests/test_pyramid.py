@@ -240,7 +240,6 @@ def test_bad_levels_options_exit_2_before_any_work(tmp_path, capsys, stack):
     out = tmp_path / "out"
     for extra, message in [
         (["--levels", "0"], "--levels 0: give the number of levels below the input, >= 1"),
-        (["--levels", "2", "--format", "tiff"], "--format tiff holds one resolution"),
         (["--levels", "2", "--format", "zarr"], "--format zarr holds one resolution"),
         (["--levels", "two"], "--levels: invalid int value: 'two'"),
     ]:
@@ -336,3 +335,93 @@ def test_the_reader_splits_the_channels_of_a_pyramid(tmp_path, capsys):
     assert [tuple(a.shape) for a in layers[1].data] == [(4, 32, 32), (4, 16, 16), (4, 8, 8)]
     want = pyramid(czyx[1], 2, axes=(1, 2))
     np.testing.assert_array_equal(np.asarray(layers[1].data[2]), want[2])
+
+
+@pytest.mark.parametrize("chunks", [None, "2,16,16"])
+def test_levels_as_a_tiled_ome_tiff_with_subifds(tmp_path, capsys, stack, chunks):
+    src, data = stack
+    argv = ["down", src, "-o", tmp_path / "out", "--stride", "1,2,2", "--levels", "3"]
+    argv += ["--format", "tiff", "--preserve-dtype"] + (["--chunks", chunks] if chunks else [])
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0, stdout
+    path = tmp_path / "out" / "stack.tif"
+    want = pyramid(data, 3, stride=(1, 2, 2), preserve_dtype=True)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and not tif.is_imagej and len(tif.series) == 1
+        series = tif.series[0]
+        assert series.axes == "ZYX" and len(series.levels) == 4
+        for level, expected in zip(series.levels, want):
+            assert level.keyframe.is_tiled and level.dtype == np.uint16
+            np.testing.assert_array_equal(level.asarray(), expected)
+        pixels = tif.ome_metadata
+    assert 'PhysicalSizeX="0.2"' in pixels and 'PhysicalSizeZ="1.5"' in pixels
+    # The record is read back: a rerun knows the output is up to date.
+    code, stdout, _ = run_cli(argv + ["--json"], capsys)
+    assert json.loads(stdout)["files"][0]["reason"].startswith("output exists, made with these")
+
+
+def test_tiff_pyramids_keep_planes_and_open_as_multiscale_rgb(tmp_path, capsys, stack):
+    src, _ = stack
+    code, stdout, _ = run_cli(
+        ["down", src, "-o", tmp_path / "z", "--levels", "2", "--format", "tiff", "--json"],
+        capsys,
+    )
+    assert code == 1
+    assert "differ in Y and X only (they hang under each plane), these stages change Z" in stdout
+    thin = tmp_path / "thin.tif"
+    tifffile.imwrite(thin, np.zeros((64, 4), np.float32))
+    code, stdout, _ = run_cli(
+        ["down", thin, "-o", tmp_path / "t", "--levels", "2", "--format", "tiff", "--json"],
+        capsys,
+    )
+    assert code == 1 and "level 2 has shape (16, 1): write fewer levels" in stdout
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    rgb = (np.random.default_rng(6).random((64, 48, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    for chunks in ([], ["--chunks", "16"]):
+        out = tmp_path / f"rgb{len(chunks)}"
+        argv = ["down", tmp_path / "rgb.tif", "-o", out, "--levels", "2", "--format", "tiff"]
+        code, stdout, _ = run_cli(argv + ["--preserve-dtype"] + chunks, capsys)
+        assert code == 0, stdout
+        [(levels, kwargs, _)] = read(out / "rgb.tif")
+        assert kwargs["rgb"] is True and kwargs["multiscale"] is True
+        want = pyramid(rgb, 2, axes=(0, 1), preserve_dtype=True)
+        assert [tuple(a.shape) for a in levels] == [a.shape for a in want]
+        for got, expected in zip(levels, want):
+            np.testing.assert_array_equal(np.asarray(got), expected)
+        layer = ViewerModel().add_image(levels, **kwargs)
+        assert layer.rgb and layer.multiscale
+
+
+def test_the_reader_opens_pyramids_other_tools_wrote(tmp_path):
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    z = np.random.default_rng(7).random((3, 64, 48)).astype(np.float32)
+    levels = [z, z[:, ::2, ::2].copy(), z[:, ::4, ::4].copy()]
+    with tifffile.TiffWriter(tmp_path / "p.ome.tif", ome=True) as tif:
+        tif.write(z, tile=(32, 32), subifds=2, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5})
+        for level in levels[1:]:
+            tif.write(level, tile=(16, 16), subfiletype=1, metadata=None)
+    # NGFF 0.4 with scale-only transforms, as many tools write it.
+    group = zarr.open_group(tmp_path / "p.ome.zarr", mode="w", zarr_format=2)
+    axes = [{"name": a, "type": "space"} for a in "zyx"]
+    datasets = [
+        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [1, f, f]}]}
+        for k, f in enumerate((1, 2, 4))
+    ]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    for k, level in enumerate(levels):
+        group.create_array(str(k), shape=level.shape, dtype=level.dtype)[...] = level
+    for name in ("p.ome.tif", "p.ome.zarr"):
+        [(data, kwargs, _)] = read(tmp_path / name)
+        assert kwargs["multiscale"] is True, name
+        for got, want in zip(data, levels):
+            np.testing.assert_array_equal(np.asarray(got), want)
+        assert ViewerModel().add_image(data, **kwargs).multiscale

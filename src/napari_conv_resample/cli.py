@@ -323,8 +323,9 @@ def _add_levels(p):
         "--levels",
         type=int,
         metavar="N",
-        help="write an OME-Zarr pyramid: the input (level 0) and N levels, each the stages "
-        "applied to the level before (napari opens it as one multiscale layer)",
+        help="write a pyramid: the input (level 0) and N levels, each the stages applied to "
+        "the level before, as OME-Zarr (default) or, with --format tiff, a tiled OME-TIFF "
+        "whose levels are SubIFDs (napari opens either as one multiscale layer)",
     )
 
 
@@ -486,9 +487,10 @@ def cmd_process(args, out, err):
     levels = getattr(args, "levels", None)
     if levels is not None and levels < 1:
         raise UsageError(f"--levels {levels}: give the number of levels below the input, >= 1")
-    if levels and args.format not in (None, "ome-zarr"):
+    if levels and args.format == "zarr":
         raise UsageError(
-            f"--levels writes an OME-Zarr pyramid; --format {args.format} holds one resolution"
+            "--levels writes an OME-Zarr (or with --format tiff an OME-TIFF) pyramid; "
+            "--format zarr holds one resolution"
         )
     if any(sep in args.suffix for sep in ("/", "\\", "\0")) or args.suffix in (".", ".."):
         raise UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name, not a path")

@@ -189,6 +189,23 @@ class TiffSource:
                 self._whole = self.read()
             return np.array(self._whole[tuple(index)])
 
+    @property
+    def levels(self):
+        """The lower resolutions of a pyramid (OME-TIFF SubIFDs, or pages of
+        reduced-resolution images tifffile takes as levels): lazy zarr arrays,
+        largest first, as far as each has the axes of the image and is no larger."""
+        import zarr
+
+        if self._kept is not None:  # axes put back: the levels' shapes would not match
+            return []
+        out = []
+        for k, level in enumerate(self._series.levels[1:], 1):
+            shape = tuple(int(n) for n in level.shape)
+            if len(shape) != len(self.shape) or any(n > m for n, m in zip(shape, self.shape)):
+                break
+            out.append(zarr.open(self._series.aszarr(level=k), mode="r"))
+        return out
+
     def stored(self):
         """The image as the file stores it, a lazy zarr array (without the
         length-1 axes :attr:`shape` puts back)."""
@@ -552,6 +569,31 @@ def write_tiff(path, data, meta, *, shape=None, dtype=None, tile=None):
     if tile is not None:
         kw["tile"] = tuple(tile)
     tifffile.imwrite(path, data, **kw)
+    return flavor
+
+
+def write_tiff_pyramid(path, levels, meta, *, shapes, dtype, tiles):
+    """Write a tiled pyramid: level 0 with ``meta`` (OME where the axes and
+    dtype allow it, else plain), levels 1, 2, ... as the SubIFDs of each of
+    its planes (``subfiletype`` 1, as OME-TIFF pyramids are stored).
+
+    ``levels`` are arrays or iterators of tiles in TIFF order, one per level
+    (largest first), of ``shapes`` and ``dtype``; ``tiles``: the (Y, X) tile
+    of each. Returns the flavor written.
+    """
+    dtype = np.dtype(dtype)
+    flavor, kw = write_kwargs(replace(meta, flavor="ome"), tuple(shapes[0]), dtype)
+    nbytes = sum(int(np.prod(sh, dtype=np.float64)) for sh in shapes) * dtype.itemsize
+    kw["bigtiff"] = nbytes > BIGTIFF_BYTES - (1 << 24)
+    writer = {k: kw.pop(k) for k in ("bigtiff", "ome") if k in kw}
+    plane = {k: kw[k] for k in ("photometric", "planarconfig") if k in kw}
+    with tifffile.TiffWriter(path, **writer) as tif:
+        for k, (data, shape, tile) in enumerate(zip(levels, shapes, tiles)):
+            more = {} if isinstance(data, np.ndarray) else {"shape": tuple(shape), "dtype": dtype}
+            if k == 0:
+                tif.write(data, tile=tuple(tile), subifds=len(levels) - 1, **more, **kw)
+            else:
+                tif.write(data, tile=tuple(tile), subfiletype=1, metadata=None, **more, **plane)
     return flavor
 
 

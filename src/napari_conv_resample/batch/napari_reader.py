@@ -69,22 +69,34 @@ def _data(src):
     return src.read(), True
 
 
+def _lower_levels(src, loaded):
+    """The levels below the full resolution of ``src``: read now when the
+    full resolution was (``loaded``), else lazily."""
+    import dask.array as da
+
+    return [np.asarray(a[...]) if loaded else da.from_zarr(a) for a in src.levels]
+
+
+def _each(data, func):
+    """``func`` applied to an image or to every level of a multiscale list."""
+    return [func(a) for a in data] if isinstance(data, list) else func(data)
+
+
 def layer_data(path):
     """``[(data, kwargs, 'image')]`` for ``path`` with napari's scale/translate/units."""
     p = Path(path)
     src = ZarrSource(p) if is_zarr(p) else TiffSource(p)
     data, loaded = _data(src)
+    # A pyramid (OME-Zarr datasets, TIFF SubIFDs): one multiscale layer,
+    # placed by its full resolution (napari places the lower levels by
+    # their shapes).
+    levels = _lower_levels(src, loaded)
     if loaded:
         src.close()
+    if levels:
+        data = [data, *levels]
     meta = src.meta
     axes = meta.axes
-    levels = getattr(src, "levels", [])
-    if levels and "S" not in axes:
-        # An OME-Zarr pyramid: one multiscale layer, placed by its full
-        # resolution (napari places the lower levels by their shapes).
-        import dask.array as da
-
-        data = [data, *(da.from_zarr(a) for a in levels)]
     keep = [i for i, a in enumerate(axes) if a not in "CS"]
     name = layer_name(p.name)
     kwargs = {
@@ -108,7 +120,8 @@ def layer_data(path):
         # its own contrast, not one RGB picture.
         if samples_are_rgb(meta, src.shape):
             # RGB(A), also stored by plane (SYX): napari wants it last.
-            data = np.moveaxis(data, s, -1) if s != len(axes) - 1 else data
+            if s != len(axes) - 1:
+                data = _each(data, lambda a: np.moveaxis(a, s, -1))
             kwargs["rgb"] = True
             if channels is not None and channels > s:
                 channels -= 1
@@ -116,7 +129,7 @@ def layer_data(path):
             channels = s  # e.g. two samples per pixel, a composite: shown as channels
         else:
             raise ValueError(
-                f"{p}: axes {axes!r}: its {data.shape[s]} samples per pixel are channels "
+                f"{p}: axes {axes!r}: its {src.shape[s]} samples per pixel are channels "
                 "besides a channel axis C: napari shows one channel axis"
             )
     if isinstance(data, list):

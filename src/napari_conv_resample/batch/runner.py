@@ -29,7 +29,7 @@ from ..pipeline import Pipeline, to_jsonable
 from ..pyramid import pyramid_specs
 from . import chunked
 from .discover import Found, is_zarr
-from .io_tiff import TiffSource, output_meta_flavor, write_tiff
+from .io_tiff import TiffSource, output_meta_flavor, write_tiff, write_tiff_pyramid
 from .io_zarr import (
     ZarrSource,
     create_output,
@@ -227,8 +227,12 @@ def _plan(src, found, options):
     meta_out = meta if levels else updated(meta, specs)
     meta_out = replace(meta_out, extra={**meta_out.extra, PROVENANCE: made})
     fmt = out_format(found, options, meta)
-    if levels and fmt != "ome-zarr":
-        raise ValueError(f"--levels writes an OME-Zarr pyramid, not --format {fmt}")
+    if levels and fmt not in ("ome-zarr", "tiff"):
+        raise ValueError(f"--levels writes an OME-Zarr or TIFF pyramid, not --format {fmt}")
+    if levels and fmt == "tiff":
+        problem = _tiff_pyramid_problem(_level_shapes(src.shape, levels), meta.axes)
+        if problem:
+            raise ValueError(f"--levels {options.levels} --format tiff: {problem}")
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
     if problem:
         raise ValueError(f"--format ome-zarr: {problem}; write --format tiff or zarr")
@@ -275,6 +279,26 @@ def _pyramid_levels(options, shape, axes, letters):
 
 def _level_shapes(shape, levels):
     return [list(shape)] + [list(specs[-1].output_shape) for specs in levels]
+
+
+def _tiff_pyramid_problem(shapes, letters):
+    """Why levels of ``shapes`` cannot be a TIFF pyramid, or ``None``: its
+    levels hang under each plane (SubIFDs), so only Y and X may change, and
+    they are written tile by tile (:func:`_tiles_fit`)."""
+    changed = [a for i, a in enumerate(letters) if a not in "YX" and shapes[-1][i] != shapes[0][i]]
+    if changed:
+        return (
+            f"the levels of a TIFF pyramid differ in Y and X only (they hang under each "
+            f"plane), these stages change {''.join(changed)}: write --format ome-zarr"
+        )
+    for k, shape in enumerate(shapes):
+        if not _tiles_fit(shape, letters):
+            return (
+                f"a TIFF pyramid is written in tiles of planes Y, X (axes {letters!r}) at "
+                f"least 2 pixels wide; level {k} has shape {tuple(shape)}: write fewer "
+                "levels or --format ome-zarr"
+            )
+    return None
 
 
 #: Why a file whose output is there is skipped (before and after taking its
@@ -546,7 +570,7 @@ def release_lock(lock, fd):
 
 def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_progress):
     if plan["_levels"]:
-        return _write_pyramid(src, found, plan, options, tmp, client, chunk_progress)
+        return _write_pyramid(src, found, plan, options, tmp, scratch, client, chunk_progress)
     specs, meta_out, axes = plan["_specs"], plan["_meta_out"], plan["_axes"]
     fmt = plan["format"]
     out_shape = tuple(specs[-1].output_shape)
@@ -568,7 +592,7 @@ def _compute_and_write(src, found, plan, options, tmp, scratch, client, chunk_pr
     compute = chunked.parse_chunks(options.chunks, out_shape, axes, meta_out.axes)
     if fmt == "tiff":
         store = _tiff_store_chunks(out_shape, compute, meta_out.axes)
-        compute = tuple(max(c, s) // s * s for c, s in zip(compute, store))
+        compute = _in_whole_store_chunks(compute, store)
         target = scratch_array(scratch, out_shape, dtype, store)
     else:
         store = compute
@@ -675,34 +699,48 @@ class _writers_gate:
         return False
 
 
-def _write_pyramid(src, found, plan, options, tmp, client, chunk_progress):
+def _write_pyramid(src, found, plan, options, tmp, scratch, client, chunk_progress):
     """Write the ``--levels`` pyramid of ``src`` to ``tmp``: dataset 0 the
     input in the output dtype, dataset k the recipe applied to dataset k-1
     (dataset 1 to the input itself, so it equals the output of a run
     without ``--levels``). In memory, or chunk by chunk level by level,
-    each level reading the one before from the store."""
+    each level reading the one before from the store (a TIFF's levels are
+    assembled in ``scratch`` first, then written tile by tile)."""
     axes, metas, levels = plan["_axes"], plan["_level_metas"], plan["_levels"]
-    dtype = np.dtype(plan["dtype_out"])
+    fmt, dtype = plan["format"], np.dtype(plan["dtype_out"])
     shapes = [tuple(shape) for shape in plan["level_shapes"]]
+    letters = metas[0].axes
     pipe = options.pipeline
-    by_chunks = use_chunks(src, options)
-    if by_chunks:
-        letters = metas[0].axes
-        chunks = [chunked.parse_chunks(options.chunks, sh, axes, letters) for sh in shapes]
-    else:
-        chunks = [_store_chunks(sh, axes, metas[0]) for sh in shapes]
-    arrays = create_pyramid(tmp, shapes, dtype, chunks, metas)
-    if not by_chunks:
+    if not use_chunks(src, options):
         data = src.read()
-        arrays[0][...] = data.astype(dtype, copy=False)
+        pixels = [data.astype(dtype, copy=False)]
         level = data
-        for arr in arrays[1:]:
+        for _ in levels:
             out = pipe(level, axes=axes, backend=options.backend)
             level = cast_result(out, data.dtype, options.preserve_dtype)
-            arr[...] = level
+            pixels.append(level)
+        if fmt == "tiff":
+            tiles = [_pyramid_tile(shape, letters) for shape in shapes]
+            write_tiff_pyramid(tmp, pixels, metas[0], shapes=shapes, dtype=dtype, tiles=tiles)
+        else:
+            chunks = [_store_chunks(shape, axes, metas[0]) for shape in shapes]
+            for arr, level in zip(create_pyramid(tmp, shapes, dtype, chunks, metas), pixels):
+                arr[...] = level
         if chunk_progress is not None:
             chunk_progress(1, 1)
         return None
+    chunks = [chunked.parse_chunks(options.chunks, sh, axes, letters) for sh in shapes]
+    if fmt == "tiff":
+        root = scratch
+        stores = [_tiff_store_chunks(sh, c, letters) for sh, c in zip(shapes, chunks)]
+        chunks = [_in_whole_store_chunks(c, st) for c, st in zip(chunks, stores)]
+        arrays = [
+            scratch_array(_array_path(root, "ome-zarr", k), sh, dtype, st)
+            for k, (sh, st) in enumerate(zip(shapes, stores))
+        ]
+    else:
+        root = tmp
+        arrays = create_pyramid(tmp, shapes, dtype, chunks, metas)
     kwargs = dict(
         preserve_dtype=options.preserve_dtype, backend=options.backend, rounded=pipe.rounded
     )
@@ -719,9 +757,9 @@ def _write_pyramid(src, found, plan, options, tmp, client, chunk_progress):
             if before is None:
                 source = os.path.abspath(found.path)
             else:  # absolute: a --scheduler cluster's workers run elsewhere
-                path = os.path.abspath(_array_path(tmp, "ome-zarr", before))
+                path = os.path.abspath(_array_path(root, "ome-zarr", before))
                 source = (path, getattr(arrays[before], "perm", None))
-            store_path = os.path.abspath(_array_path(tmp, "ome-zarr", k))
+            store_path = os.path.abspath(_array_path(root, "ome-zarr", k))
             kw = {**kwargs, "in_dtype": in_dtype}
             for region in chunked.chunk_grid(shapes[k], chunks[k]):
                 yield source, store_path, specs, region, kw, arrays[k], dtype, before
@@ -735,11 +773,28 @@ def _write_pyramid(src, found, plan, options, tmp, client, chunk_progress):
                 target[index] = _level_region(specs, read, region, kw, dtype)
                 if chunk_progress is not None:
                     chunk_progress(1, None)
-        return list(chunks[0])
-    with _writers_gate(tmp, client) as run_jobs:
-        for level_jobs in rounds:
-            run_jobs([job for *job, _before in jobs(level_jobs)], chunk_progress)
+    else:
+        with _writers_gate(tmp, client) as run_jobs:
+            for level_jobs in rounds:
+                run_jobs([job for *job, _before in jobs(level_jobs)], chunk_progress)
+    if fmt == "tiff":
+        flavor_meta = replace(metas[0], flavor="ome")
+        iy = letters.index("Y")
+        write_tiff_pyramid(
+            tmp,
+            [_tiff_pieces(arr, flavor_meta, dtype) for arr in arrays],
+            metas[0],
+            shapes=shapes,
+            dtype=dtype,
+            tiles=[(st[iy], st[iy + 1]) for st in stores],
+        )
     return list(chunks[0])
+
+
+def _pyramid_tile(shape, letters):
+    """The (Y, X) tile of a TIFF level written whole: up to 256 pixels, a multiple of 16."""
+    iy = letters.index("Y")
+    return tuple(min(_TIFF_TILE, -(-n // 16) * 16) for n in shape[iy : iy + 2])
 
 
 def _level_region(specs, read, region, kwargs, dtype):
@@ -771,6 +826,12 @@ def _tiles_fit(shape, letters):
 
 def _store_chunks(shape, axes, meta):
     return chunked.auto_chunks(shape, axes, meta.axes)
+
+
+def _in_whole_store_chunks(compute, store):
+    """``compute`` chunks rounded down to whole ``store`` chunks (at least
+    one): each is written by one job, so no two write the same store chunk."""
+    return tuple(max(c, s) // s * s for c, s in zip(compute, store))
 
 
 def _tiff_store_chunks(shape, compute, letters):
