@@ -60,7 +60,8 @@ class Options:
     suffix: str = ""
     workers: int | None = None
     scheduler: str | None = None
-    #: Write an OME-Zarr pyramid: the input and this many downsamplings of it.
+    #: Write a pyramid (OME-Zarr, or OME-TIFF with ``format='tiff'``): the
+    #: input and this many downsamplings of it.
     levels: int | None = None
 
 
@@ -187,7 +188,7 @@ def out_format(found, options, meta):
     if options.format:
         return options.format
     if options.levels:
-        return "ome-zarr"  # the one multiscale format written
+        return "ome-zarr"  # a TIFF pyramid only when asked: its levels keep Z
     return "tiff" if meta.flavor in ("plain", "imagej", "ome") else meta.flavor
 
 
