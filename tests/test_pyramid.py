@@ -425,3 +425,63 @@ def test_the_reader_opens_pyramids_other_tools_wrote(tmp_path):
         for got, want in zip(data, levels):
             np.testing.assert_array_equal(np.asarray(got), want)
         assert ViewerModel().add_image(data, **kwargs).multiscale
+
+
+def test_bad_parameters_are_reported_as_such_and_lists_are_images():
+    with pytest.raises(ValueError, match="kernel='bogus'") as err:
+        pyramid(np.ones((64, 48), np.float32), 2, kernel="bogus")
+    assert "smaller" not in str(err.value)
+    levels = pyramid(list(range(20)), 2, kernel="box", size=2, padding=0)
+    assert [len(a) for a in levels] == [20, 10, 5]
+
+
+def _other_tools_store(path, levels, axes="czyx", placements=None):
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    kinds = {"c": "channel", "t": "time"}
+    md = [{"name": a, "type": kinds.get(a, "space")} for a in axes]
+    datasets = []
+    for k, level in enumerate(levels):
+        group.create_array(str(k), shape=level.shape, dtype=level.dtype)[...] = level
+        # Scale-only transforms from the shapes, as many tools write them.
+        ratio = [n0 / max(n, 1) for n0, n in zip(levels[0].shape, level.shape)]
+        scale, translate = placements[k] if placements else (ratio, None)
+        tr = [{"type": "scale", "scale": list(scale)}]
+        if translate is not None:
+            tr.append({"type": "translation", "translation": list(translate)})
+        datasets.append({"path": str(k), "coordinateTransformations": tr})
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": md, "datasets": datasets}]
+
+
+def test_the_reader_keeps_only_levels_that_form_a_pyramid_where_napari_draws_them(tmp_path):
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    c = np.random.default_rng(8).random((3, 4, 32, 32)).astype(np.float32)
+    half, quarter = c[:, :, ::2, ::2], c[:, :, ::4, ::4]
+    cases = {
+        "fewer channels": [c, c[:2, :, ::2, ::2]],
+        "an empty level": [c, np.zeros((3, 4, 0, 16), np.float32)],
+        "growing again": [c, quarter, half],
+    }
+    for name, levels in cases.items():
+        path = tmp_path / f"{name}.ome.zarr"
+        _other_tools_store(path, levels)
+        [(data, kwargs, _)] = read(path)
+        want = 2 if name == "growing again" else None  # the levels before the bad one
+        if want:
+            assert [tuple(a.shape) for a in data] == [c.shape, quarter.shape], name
+        else:
+            assert "multiscale" not in kwargs and tuple(data.shape) == c.shape, name
+        assert len(ViewerModel().add_image(data, **kwargs)) == 3  # one layer per channel
+    # A level placed far from where napari would draw it: full resolution, with a warning.
+    placed = [([1, 1, 1, 1], [0, 0, 0, 0]), ([1, 1, 2, 2], [0, 0, 9.0, 0.5])]
+    _other_tools_store(tmp_path / "off.ome.zarr", [c, half], placements=placed)
+    with pytest.warns(UserWarning, match="draw level 1 of this pyramid more than one"):
+        [(data, kwargs, _)] = read(tmp_path / "off.ome.zarr")
+    assert "multiscale" not in kwargs and tuple(data.shape) == c.shape
+    placed[1] = ([1, 1, 2, 2], [0, 0, 0.5, 0.5])  # the usual half-pixel shift: kept
+    _other_tools_store(tmp_path / "ok.ome.zarr", [c, half], placements=placed)
+    [(data, kwargs, _)] = read(tmp_path / "ok.ome.zarr")
+    assert kwargs["multiscale"] is True

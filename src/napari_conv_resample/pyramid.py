@@ -10,7 +10,7 @@ in the world follows from its stages' output geometry
 
 from __future__ import annotations
 
-from ._validation import is_int
+from ._validation import check_image, is_int
 from .geometry import place_output
 from .pipeline import Pipeline, Stage
 
@@ -38,6 +38,8 @@ def pyramid_specs(pipeline, input_shape, levels, axes=None, *, name="levels"):
             specs = pipeline.specs(shape, axes)
             ok = _reduces_all(specs)
         except ValueError as exc:
+            if k == 1:  # a bad parameter, not an image grown too small
+                raise
             specs, ok, why = None, False, f": {exc}"
         else:
             why = f" (shape {shape} -> {tuple(specs[-1].output_shape)})"
@@ -92,7 +94,7 @@ def pyramid(
     Parameters
     ----------
     image : array
-        Level 0, returned as given (NumPy or CuPy).
+        Level 0, returned as given (NumPy or CuPy; other array-likes as NumPy).
     levels : int
         Number of levels below the image (>= 1).
     pipeline : Pipeline, optional
@@ -124,6 +126,7 @@ def pyramid(
         )
     elif not isinstance(pipeline, Pipeline):
         raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+    image = check_image(image)
     pyramid_specs(pipeline, image.shape, levels, axes)  # validates before any work
     out = [image]
     for _ in range(levels):

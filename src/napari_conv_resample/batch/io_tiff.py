@@ -193,18 +193,20 @@ class TiffSource:
     def levels(self):
         """The lower resolutions of a pyramid (OME-TIFF SubIFDs, or pages of
         reduced-resolution images tifffile takes as levels): lazy zarr arrays,
-        largest first, as far as each has the axes of the image and is no larger."""
+        largest first, as far as they form a pyramid
+        (:func:`~.io_zarr.pyramid_levels_ok`)."""
         import zarr
+
+        from .io_zarr import pyramid_levels_ok
 
         if self._kept is not None:  # axes put back: the levels' shapes would not match
             return []
-        out = []
-        for k, level in enumerate(self._series.levels[1:], 1):
-            shape = tuple(int(n) for n in level.shape)
-            if len(shape) != len(self.shape) or any(n > m for n, m in zip(shape, self.shape)):
-                break
-            out.append(zarr.open(self._series.aszarr(level=k), mode="r"))
-        return out
+        shapes = [tuple(int(n) for n in level.shape) for level in self._series.levels]
+        n = pyramid_levels_ok(shapes, self.meta.axes)
+        return [zarr.open(self._series.aszarr(level=k), mode="r") for k in range(1, n)]
+
+    #: TIFF levels carry no placement of their own (readers scale them by shape).
+    level_placements = None
 
     def stored(self):
         """The image as the file stores it, a lazy zarr array (without the

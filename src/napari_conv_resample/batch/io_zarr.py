@@ -73,21 +73,50 @@ def _letter(axis):
     return {"time": "T", "channel": "C"}.get(kind, "Q")
 
 
-def _lower_levels(group, datasets, full):
-    """The arrays of ``datasets`` (an OME-Zarr's levels below the first),
-    as far as each is there with the axes of ``full`` and no larger."""
-    out = []
-    for d in datasets:
+def _placement(dataset, ms0, ndim):
+    """World ``(scale, translate)`` of one dataset of a multiscale ``ms0``:
+    its own transforms composed with the multiscale's."""
+    s0, t0 = _transforms(dataset.get("coordinateTransformations"))
+    s1, t1 = _transforms(ms0.get("coordinateTransformations"))
+    scale = np.ones(ndim) if s0 is None else np.asarray(s0)
+    trans = np.zeros(ndim) if t0 is None else np.asarray(t0)
+    if s1 is not None:  # outer transform applies after the dataset's
+        scale, trans = scale * np.asarray(s1), trans * np.asarray(s1)
+    if t1 is not None:
+        trans = trans + np.asarray(t1)
+    return tuple(float(v) for v in scale), tuple(float(v) for v in trans)
+
+
+def pyramid_levels_ok(shapes, letters):
+    """How many of ``shapes`` (level 0 first) form a pyramid: from the
+    start, each level non-empty, no larger than the one before, and with
+    the non-space axes (time, channels, samples) of level 0."""
+    for k in range(1, len(shapes)):
+        shape, before = shapes[k], shapes[k - 1]
+        if len(shape) != len(letters) or 0 in shape:
+            return k
+        if any(n > m for n, m in zip(shape, before)):
+            return k
+        if any(n != m for a, n, m in zip(letters, shape, shapes[0]) if a not in "ZYX"):
+            return k
+    return len(shapes)
+
+
+def _lower_levels(group, ms0, full, letters):
+    """The arrays of an OME-Zarr's levels below the first and their
+    placements, as far as they form a pyramid (:func:`pyramid_levels_ok`)."""
+    arrays = []
+    for d in ms0["datasets"][1:]:
         try:
             arr = group[d["path"]]
         except (KeyError, TypeError):
             break
-        if not isinstance(arr, zarr.Array) or arr.ndim != full.ndim:
+        if not isinstance(arr, zarr.Array):
             break
-        if any(n > m for n, m in zip(arr.shape, full.shape)):
-            break
-        out.append(arr)
-    return out
+        arrays.append(arr)
+    n = pyramid_levels_ok([tuple(a.shape) for a in [full, *arrays]], letters) - 1
+    places = [_placement(d, ms0, full.ndim) for d in ms0["datasets"][1 : 1 + n]]
+    return arrays[:n], places
 
 
 class ZarrSource:
@@ -99,8 +128,9 @@ class ZarrSource:
             node = zarr.open(self.path, mode="r")
         except Exception as exc:
             raise ValueError(f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
-        #: The lower resolutions of an OME-Zarr pyramid (arrays, largest first).
-        self.levels = []
+        #: The lower resolutions of an OME-Zarr pyramid (arrays, largest
+        #: first) and their world ``(scale, translate)``.
+        self.levels, self.level_placements = [], []
         if isinstance(node, zarr.Array):
             self._arr = node
             self.meta = _plain_meta(node)
@@ -121,7 +151,6 @@ class ZarrSource:
                 raise ValueError("OME-Zarr multiscales has no datasets")
             self._arr = node[datasets[0]["path"]]
             ndim = self._arr.ndim
-            self.levels = _lower_levels(node, datasets[1:], self._arr)
             axes_md = ms0.get("axes") or []
             if axes_md and isinstance(axes_md[0], str):  # NGFF 0.3
                 axes_md = [{"name": a} for a in axes_md]
@@ -130,14 +159,8 @@ class ZarrSource:
                 raise ValueError(
                     f"OME-Zarr axes {letters!r} do not match the array's {ndim} dimensions"
                 )
-            s0, t0 = _transforms(datasets[0].get("coordinateTransformations"))
-            s1, t1 = _transforms(ms0.get("coordinateTransformations"))
-            scale = np.ones(ndim) if s0 is None else np.asarray(s0)
-            trans = np.zeros(ndim) if t0 is None else np.asarray(t0)
-            if s1 is not None:  # outer transform applies after the dataset's
-                scale, trans = scale * np.asarray(s1), trans * np.asarray(s1)
-            if t1 is not None:
-                trans = trans + np.asarray(t1)
+            scale, trans = _placement(datasets[0], ms0, ndim)
+            self.levels, self.level_placements = _lower_levels(node, ms0, self._arr, letters)
             units = tuple(normalize_unit(a.get("unit")) for a in axes_md) or (None,) * ndim
             omero = _ome_attr(node.attrs, "omero")
             self.meta = ImageMeta(

@@ -24,6 +24,7 @@ Manifest entry (``napari.yaml``)::
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,25 @@ def _lower_levels(src, loaded):
     return [np.asarray(a[...]) if loaded else da.from_zarr(a) for a in src.levels]
 
 
+def _misplaced_level(shape, levels, placements, meta):
+    """The first of ``levels`` (numbered from 1) that napari would draw more
+    than one of its pixels from its stored ``placements`` along some axis,
+    or ``None``. napari puts pixel ``j`` of level k at world
+    ``translate + scale * (shape / shape_k) * j`` (level 0's scale and
+    translate); checked at both ends of each axis (both are linear in j).
+    """
+    if not levels or placements is None:
+        return None
+    for k, (level, (scale, translate)) in enumerate(zip(levels, placements), 1):
+        for a, (n0, n, s, t) in enumerate(zip(shape, level.shape, scale, translate)):
+            step = meta.scale[a] * n0 / n
+            for j in (0, n - 1):
+                drawn = meta.translate[a] + step * j
+                if abs(drawn - (t + s * j)) > abs(s) * (1 + 1e-9):
+                    return k
+    return None
+
+
 def _each(data, func):
     """``func`` applied to an image or to every level of a multiscale list."""
     return [func(a) for a in data] if isinstance(data, list) else func(data)
@@ -90,12 +110,20 @@ def layer_data(path):
     # A pyramid (OME-Zarr datasets, TIFF SubIFDs): one multiscale layer,
     # placed by its full resolution (napari places the lower levels by
     # their shapes).
+    meta = src.meta
     levels = _lower_levels(src, loaded)
     if loaded:
         src.close()
-    if levels:
+    off = _misplaced_level(src.shape, levels, src.level_placements, meta)
+    if off is not None:
+        warnings.warn(
+            f"{p.name}: napari would draw level {off} of this pyramid more than one of its "
+            "pixels away from where the file places it (napari places lower levels by "
+            "their shapes alone): opened at full resolution only",
+            stacklevel=2,
+        )
+    elif levels:
         data = [data, *levels]
-    meta = src.meta
     axes = meta.axes
     keep = [i for i, a in enumerate(axes) if a not in "CS"]
     name = layer_name(p.name)
