@@ -269,7 +269,7 @@ def test_a_file_too_small_for_its_levels_fails_and_leaves_nothing(tmp_path, caps
         capsys,
     )
     assert code == 1
-    assert "differ in Z, Y and X only; the stages filter C" in stdout
+    assert "keeps all time points and channels; the stages filter C" in stdout
 
 
 def test_run_recipe_levels_and_a_pyramid_as_input(tmp_path, capsys, stack):
@@ -485,3 +485,66 @@ def test_the_reader_keeps_only_levels_that_form_a_pyramid_where_napari_draws_the
     _other_tools_store(tmp_path / "ok.ome.zarr", [c, half], placements=placed)
     [(data, kwargs, _)] = read(tmp_path / "ok.ome.zarr")
     assert kwargs["multiscale"] is True
+
+
+def test_a_stack_without_axes_metadata_gets_a_pyramid_and_the_report_places_levels(
+    tmp_path, capsys
+):
+    q = np.random.default_rng(9).random((8, 64, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "q.tif", q)  # no axes: read as QYX
+    code, stdout, _ = run_cli(
+        ["down", tmp_path / "q.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "0,1,2"]
+        + ["--json"],
+        capsys,
+    )
+    assert code == 0, stdout
+    report = json.loads(stdout)["files"][0]
+    specs = pyramid_specs(Pipeline([Stage("down")]), q.shape, 2)
+    where = level_placements(specs, (1.0,) * 3, (0.0,) * 3)
+    assert [[p["scale"], p["translate"]] for p in report["level_placements"]] == [
+        [list(s), list(t)] for s, t in where
+    ]
+    # shape_out (level 1) and meta_out describe the same array.
+    assert report["shape_out"] == report["level_shapes"][1] == [4, 32, 24]
+    assert report["meta_out"]["scale"] == list(where[1][0])
+    group = zarr.open_group(tmp_path / "o" / "q.ome.zarr", mode="r")
+    for k, level in enumerate(pyramid(q, 2)):
+        np.testing.assert_array_equal(group[str(k)][...], level)
+
+
+def test_a_pyramid_of_an_output_keeps_its_chain(tmp_path, capsys, stack):
+    src, data = stack
+    first = ["--stride", "1,2,2", "--preserve-dtype"]
+    assert run_cli(["down", src, "-o", tmp_path / "a"] + first, capsys)[0] == 0
+    mid = tmp_path / "a" / "stack.tif"
+    argv = ["down", mid, "-o", tmp_path / "p", "--kernel", "box", "--size", "1,2,2"]
+    argv += ["--stride", "1,2,2", "--padding", "0", "--levels", "2", "--preserve-dtype"]
+    assert run_cli(argv, capsys)[0] == 0
+    pyr = tmp_path / "p" / "stack.ome.zarr"
+    made = dict(zarr.open_group(pyr, mode="r").attrs)["conv_resample"]
+    assert made["source"]["input"]["name"] == "stack.tif"  # how dataset 0 was made
+    # A run on the pyramid records the whole chain from the first file,
+    # and the chain run on that file gives the same pixels.
+    code, stdout, _ = run_cli(["down", pyr, "-o", tmp_path / "c", "--preserve-dtype"], capsys)
+    assert code == 0, stdout
+    out = zarr.open_group(tmp_path / "c" / "stack.ome.zarr", mode="r")
+    chain = dict(out.attrs)["conv_resample"]["chain"]
+    assert chain["input"]["shape"] == list(data.shape)
+    assert len(chain["recipe"]["stages"]) == 2
+    recipe = tmp_path / "chain.json"
+    recipe.write_text(json.dumps(chain["recipe"]))
+    code, stdout, _ = run_cli(
+        ["run", recipe, src, "-o", tmp_path / "r", "--preserve-dtype"], capsys
+    )
+    assert code == 0, stdout
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "r" / "stack.tif"), out["0"][...])
+    # The reader gives the pyramid layer (its dataset 0) the recipe that made it.
+    pytest.importorskip("napari")
+    from napari_conv_resample.batch.napari_reader import read
+
+    [(_, kwargs, _)] = read(pyr)
+    assert len(kwargs["metadata"]["conv_resample_recipe"]["stages"]) == 1
+    # A float copy of an integer input is not that input: no record for dataset 0.
+    code, _, _ = run_cli(argv[:-1] + ["-o", tmp_path / "f"], capsys)
+    made = dict(zarr.open_group(tmp_path / "f" / "stack.ome.zarr", mode="r").attrs)
+    assert "source" not in made["conv_resample"]

@@ -90,14 +90,14 @@ def _placement(dataset, ms0, ndim):
 def pyramid_levels_ok(shapes, letters):
     """How many of ``shapes`` (level 0 first) form a pyramid: from the
     start, each level non-empty, no larger than the one before, and with
-    the non-space axes (time, channels, samples) of level 0."""
+    the time points, channels and samples (T, C, S) of level 0."""
     for k in range(1, len(shapes)):
         shape, before = shapes[k], shapes[k - 1]
         if len(shape) != len(letters) or 0 in shape:
             return k
         if any(n > m for n, m in zip(shape, before)):
             return k
-        if any(n != m for a, n, m in zip(letters, shape, shapes[0]) if a not in "ZYX"):
+        if any(n != m for a, n, m in zip(letters, shape, shapes[0]) if a in "TCS"):
             return k
     return len(shapes)
 

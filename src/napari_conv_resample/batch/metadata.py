@@ -126,12 +126,23 @@ PROVENANCE = "conv_resample"
 PROVENANCE_TIFF_TAG = 65123
 
 
+def level0_record(made):
+    """The provenance record that says how a file's full-resolution image
+    was made: ``made`` itself, or for a pyramid (``levels``: its dataset 0
+    is its input, not a result of its recipe) the record of its input when
+    dataset 0 is an exact copy of it (``source``); else ``None``."""
+    if not isinstance(made, dict) or not made.get("levels"):
+        return made
+    source = made.get("source")
+    return source if isinstance(source, dict) and not source.get("levels") else None
+
+
 def whole_chain(made):
     """The part of a provenance record ``made`` that describes the whole
-    chain from the first input: its ``chain`` when it has one, else itself;
-    ``None`` for a pyramid (``levels``: its full resolution is its input,
-    not a result of its recipe)."""
-    if made.get("levels"):
+    chain from the first input to the file's full-resolution image: its
+    ``chain`` when it has one, else itself (see :func:`level0_record`)."""
+    made = level0_record(made)
+    if made is None:
         return None
     return made.get("chain") if isinstance(made.get("chain"), dict) else made
 

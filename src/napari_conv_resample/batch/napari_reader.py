@@ -33,7 +33,7 @@ from ..pipeline import Pipeline
 from .discover import is_zarr
 from .io_tiff import TiffSource, is_tiff, samples_are_rgb
 from .io_zarr import ZarrSource
-from .metadata import PROVENANCE, channel_names, whole_chain
+from .metadata import PROVENANCE, channel_names, level0_record, whole_chain
 
 #: TIFFs at most this large (bytes) are read into memory; larger ones lazily.
 IN_MEMORY_BYTES = 1 << 30
@@ -186,6 +186,7 @@ def recipe_metadata(made):
     from .._widgets._layers import RECIPE_KEY, SOURCE_KEY
 
     try:
+        made = level0_record(made)
         # The whole chain from the first input when the input was an output too.
         whole = whole_chain(made)
         # A record another version wrote, or one edited by hand, is used

@@ -38,7 +38,7 @@ from .io_zarr import (
     open_output,
     scratch_array,
 )
-from .metadata import PROVENANCE, WRITER, resolve_axes, updated, whole_chain
+from .metadata import PROVENANCE, WRITER, level0_record, resolve_axes, updated, whole_chain
 
 FORMATS = ("tiff", "zarr", "ome-zarr")
 #: Inputs at most this large (bytes, as float32) are processed in memory
@@ -250,12 +250,13 @@ def _plan(src, found, options):
         "spatial_axes": "".join(meta.axes[a] for a in axes),
         "shape_in": list(src.shape),
         "shape_out": list(specs[-1].output_shape),
-        **({"level_shapes": _level_shapes(src.shape, levels)} if levels else {}),
+        **(_level_report(src.shape, levels, level_metas) if levels else {}),
         "dtype_in": src.dtype.name,
         "dtype_out": dtype.name,
         "format": fmt,
         "meta_in": meta.to_dict(),
-        "meta_out": meta_out.to_dict(),
+        # shape_out's placement (a pyramid's level 1; its dataset 0 is the input's)
+        "meta_out": level_metas[1 if levels else 0].to_dict(),
         "notes": list(getattr(src, "notes", [])),
         "_specs": specs,
         "_meta_out": meta_out,
@@ -269,17 +270,28 @@ def _pyramid_levels(options, shape, axes, letters):
     """The specs of every level of the ``--levels`` pyramid (``[]`` without one)."""
     if not options.levels:
         return []
-    others = [letters[a] for a in normalize_axes(axes, len(shape)) if letters[a] not in "ZYX"]
+    others = [letters[a] for a in normalize_axes(axes, len(shape)) if letters[a] in "TCS"]
     if others:
         raise ValueError(
-            f"--levels: the levels of a pyramid differ in Z, Y and X only; the stages "
-            f"filter {''.join(others)} (axes {letters!r}); name the space axes with --axes"
+            f"--levels: every level of a pyramid keeps all time points and channels; the "
+            f"stages filter {''.join(others)} (axes {letters!r}): filter only the others "
+            f"with --axes"
         )
     return pyramid_specs(options.pipeline, shape, options.levels, axes, name="--levels")
 
 
 def _level_shapes(shape, levels):
     return [list(shape)] + [list(specs[-1].output_shape) for specs in levels]
+
+
+def _level_report(shape, levels, metas):
+    """Every level's shape and placement, for the report."""
+    return {
+        "level_shapes": _level_shapes(shape, levels),
+        "level_placements": [
+            {"scale": list(m.scale), "translate": list(m.translate)} for m in metas
+        ],
+    }
 
 
 def _tiff_pyramid_problem(shapes, letters):
@@ -320,20 +332,20 @@ def provenance(found, src, options, axes, specs):
     pipe = options.pipeline
     recipe = Pipeline(pipe.stages, spatial_dims=len(axes), rounded=pipe.rounded)
     spatial = "".join(meta.axes[a] for a in axes)
-    # A pyramid's dataset 0 is its input, not a result: it records no chain.
-    chain = None
+    earlier = meta.extra.get(PROVENANCE)
+    chain = source = None
     if not options.levels:
-        chain = chained(
-            meta.extra.get(PROVENANCE),
-            recipe,
-            src.dtype,
-            meta.axes,
-            spatial,
-            options.preserve_dtype,
-        )
+        chain = chained(earlier, recipe, src.dtype, meta.axes, spatial, options.preserve_dtype)
+    elif isinstance(earlier, dict) and output_dtype(src.dtype, 1, options.preserve_dtype) == (
+        src.dtype
+    ):
+        # A pyramid's dataset 0 is its input: when it is an exact copy, the
+        # record of how the input was made describes it (metadata.level0_record).
+        source = earlier
     return to_jsonable(
         {
             **({"chain": chain} if chain else {}),
+            **({"source": source} if source else {}),
             "recipe": recipe.to_dict(),
             "stages": resolved_stages(specs, pipe.rounded),
             "spatial_axes": spatial,
@@ -368,6 +380,7 @@ def chained(made, recipe, dtype, axes, spatial, preserve_dtype):
     another dtype (a float result), those casts did nothing. ``None`` when
     there is no usable record or it filtered other axes (not one recipe).
     """
+    made = level0_record(made)
     if not isinstance(made, dict):
         return None
     base = whole_chain(made)
