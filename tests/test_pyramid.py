@@ -548,3 +548,89 @@ def test_a_pyramid_of_an_output_keeps_its_chain(tmp_path, capsys, stack):
     code, _, _ = run_cli(argv[:-1] + ["-o", tmp_path / "f"], capsys)
     made = dict(zarr.open_group(tmp_path / "f" / "stack.ome.zarr", mode="r").attrs)
     assert "source" not in made["conv_resample"]
+
+
+def test_pyramid_layers_get_contrast_limits_of_their_data(tmp_path, capsys):
+    pytest.importorskip("napari")
+    from napari_conv_resample.batch.napari_reader import read
+
+    czyx = np.zeros((2, 6, 64, 64), np.float32)
+    czyx[0, 2:, 16:48, 16:48] = 150.0  # the first plane is background only
+    czyx[1, 1:, 8:40, 8:40] = 9.0
+    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
+    code, stdout, _ = run_cli(
+        ["down", tmp_path / "c.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "YX"],
+        capsys,
+    )
+    assert code == 0, stdout
+    [(levels, kwargs, _)] = read(tmp_path / "o" / "c.ome.zarr")
+    smallest = np.asarray(levels[-1])
+    want = [[float(c.min()), float(c.max())] for c in smallest]
+    np.testing.assert_allclose(kwargs["contrast_limits"], want)
+    assert want[0][1] > 100 and want[1][1] > 5
+
+
+def test_unitless_images_stay_unitless_in_ome_tiff_and_length_one_axes_keep_levels(
+    tmp_path, capsys
+):
+    from napari_conv_resample.batch.io_tiff import TiffSource
+
+    stack = np.random.default_rng(10).random((4, 64, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"})
+    # One z-slice, written by the tool: it keeps the length-1 Z axis.
+    argv = ["down", tmp_path / "s.tif", "-o", tmp_path / "m", "--stride", "4,1,1", "--size"]
+    argv += ["1,1,1", "--padding", "0", "--kernel", "box", "--suffix", "_one"]
+    assert run_cli(argv, capsys)[0] == 0
+    plain = stack[:1]
+    argv = ["down", tmp_path / "m" / "s_one.tif", "-o", tmp_path / "o", "--stride", "1,2,2"]
+    argv += ["--size", "1,3,3", "--levels", "2", "--format", "tiff"]
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0, stdout
+    with TiffSource(tmp_path / "o" / "s_one.tif") as src:
+        assert src.meta.units == (None, None, None)  # OME's default would be µm
+        assert src.shape == (1, 64, 48) and src.meta.axes == "ZYX"
+        levels = src.levels
+        assert [tuple(a.shape) for a in levels] == [(1, 32, 24), (1, 16, 12)]
+        want = pyramid(plain, 2, stride=(1, 2, 2), size=(1, 3, 3))
+        for got, expected in zip(levels, want[1:]):
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_tiff_pyramids_need_ome_and_warn_like_zarr_where_napari_misplaces_levels(tmp_path, capsys):
+    half = np.random.default_rng(12).random((4, 40, 48)).astype(np.float16)
+    tifffile.imwrite(tmp_path / "h.tif", half, photometric="minisblack", metadata={"axes": "ZYX"})
+    argv = ["down", tmp_path / "h.tif", "--stride", "1,2,2", "--levels", "2", "--json"]
+    argv += ["--preserve-dtype"]
+    code, stdout, _ = run_cli(argv + ["-o", tmp_path / "t", "--format", "tiff"], capsys)
+    assert code == 1 and "an OME-TIFF, which cannot hold axes 'ZYX' of float16" in stdout
+    assert run_cli(argv + ["-o", tmp_path / "z"], capsys)[0] == 0  # OME-Zarr holds it
+    pytest.importorskip("napari")
+    from napari_conv_resample.batch.napari_reader import read
+
+    img = np.random.default_rng(13).random((64, 64)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "m.tif", img)
+    for fmt, name in (("tiff", "m.tif"), ("ome-zarr", "m.ome.zarr")):
+        out = tmp_path / fmt
+        argv = ["down", tmp_path / "m.tif", "-o", out, "--levels", "2", "--size", "7"]
+        assert run_cli(argv + ["--padding", "0", "--format", fmt], capsys)[0] == 0
+        with pytest.warns(UserWarning, match="napari would draw level 1 of this pyramid"):
+            [(data, kwargs, _)] = read(out / name)
+        assert "multiscale" not in kwargs and tuple(data.shape) == (64, 64)
+
+
+def test_a_pyramid_of_a_pyramid_keeps_the_chain_to_the_first_file(tmp_path, capsys, stack):
+    src, _ = stack
+    keep = ["--stride", "1,2,2", "--preserve-dtype"]
+    assert run_cli(["down", src, "-o", tmp_path / "a"] + keep, capsys)[0] == 0
+    first = tmp_path / "a" / "stack.tif"
+    assert run_cli(["down", first, "-o", tmp_path / "p", "--levels", "1"] + keep, capsys)[0] == 0
+    again = ["down", tmp_path / "p" / "stack.ome.zarr", "-o", tmp_path / "q", "--levels", "1"]
+    assert run_cli(again + keep, capsys)[0] == 0
+    code, _, _ = run_cli(
+        ["down", tmp_path / "q" / "stack.ome.zarr", "-o", tmp_path / "c"] + keep, capsys
+    )
+    assert code == 0
+    made = dict(zarr.open_group(tmp_path / "c" / "stack.ome.zarr", mode="r").attrs)
+    chain = made["conv_resample"]["chain"]
+    assert chain["input"]["name"] == "stack.tif" and chain["input"]["shape"] == [5, 100, 90]
+    assert len(chain["recipe"]["stages"]) == 2

@@ -546,3 +546,19 @@ def test_spatial_dims_survive_a_rename_and_follow_a_result_recipe(make_napari_vi
     )
     w.image.value = line
     assert w.spatial_dims.value == 2
+
+
+def test_a_multiscale_layer_as_custom_kernel_uses_its_full_resolution(bright, qtbot):
+    viewer, layer = bright
+    taps = np.arange(16, dtype=np.float32).reshape(4, 4) / 120
+    pyramid_kernel = viewer.add_image([taps, taps[::2, ::2]], multiscale=True, name="taps")
+    w = DownsampleWidget(viewer)
+    w.image.value = layer
+    w.kernel.value = pyramid_kernel
+    w.stride.value = "2"
+    w.padding.value = "1"
+    before = len(notification_manager.records)
+    out = _run(w, qtbot)
+    assert not _errors_since(before)
+    want = dilated_downsample(layer.data, taps, stride=2, padding=1)
+    np.testing.assert_allclose(out.data, want, rtol=1e-6)

@@ -24,6 +24,7 @@ from ._layers import (
     follow_layer_names,
     input_image_layers,
     iter_resample,
+    layer_data,
     plan_resample,
     recipe_from_metadata,
     reset_keeping_choice,
@@ -210,7 +211,7 @@ class _ResampleWidget(W.Container):
         """The library keywords set in the widget (``kernel`` may be an array)."""
         kernel = self.kernel.value
         if isinstance(kernel, Layer):
-            kernel = kernel.data
+            kernel = layer_data(kernel)  # a multiscale layer's full resolution
         out = {
             "kernel": kernel,
             "size": parse_value(self.size.value, "size"),
@@ -245,8 +246,8 @@ class _ResampleWidget(W.Container):
 
     # ---- actions
 
-    def _add_result(self, layer_data):
-        data, kwargs, layer_type = layer_data
+    def _add_result(self, result):
+        data, kwargs, layer_type = result
         layer = Layer.create(data, kwargs, layer_type)
         self._viewer.add_layer(layer)
         self.last_result = layer

@@ -192,21 +192,49 @@ class TiffSource:
     @property
     def levels(self):
         """The lower resolutions of a pyramid (OME-TIFF SubIFDs, or pages of
-        reduced-resolution images tifffile takes as levels): lazy zarr arrays,
-        largest first, as far as they form a pyramid
-        (:func:`~.io_zarr.pyramid_levels_ok`)."""
+        reduced-resolution images tifffile takes as levels): lazy dask
+        arrays with the axes of :attr:`shape`, largest first, as far as they
+        form a pyramid (:func:`~.io_zarr.pyramid_levels_ok`)."""
+        import dask.array as da
         import zarr
 
         from .io_zarr import pyramid_levels_ok
 
-        if self._kept is not None:  # axes put back: the levels' shapes would not match
+        stored = self._series.levels
+        if len(stored) < 2:
             return []
-        shapes = [tuple(int(n) for n in level.shape) for level in self._series.levels]
+        shapes = [self.shape] + [self._with_kept_axes(level.shape) for level in stored[1:]]
         n = pyramid_levels_ok(shapes, self.meta.axes)
-        return [zarr.open(self._series.aszarr(level=k), mode="r") for k in range(1, n)]
+        return [
+            da.from_zarr(zarr.open(self._series.aszarr(level=k), mode="r")).reshape(shapes[k])
+            for k in range(1, n)
+        ]
 
-    #: TIFF levels carry no placement of their own (readers scale them by shape).
-    level_placements = None
+    def _with_kept_axes(self, stored_shape):
+        """A stored level's shape with the length-1 axes :attr:`shape` puts
+        back (``()`` when it does not fit them)."""
+        stored_shape = tuple(int(n) for n in stored_shape)
+        if self._kept is None:
+            return stored_shape
+        if len(stored_shape) != sum(self._kept):
+            return ()
+        sizes = iter(stored_shape)
+        return tuple(next(sizes) if keep else 1 for keep in self._kept)
+
+    @property
+    def level_placements(self):
+        """World ``(scale, translate)`` of each of :attr:`levels` as this tool
+        recorded them (TIFF levels have no placement of their own: readers
+        scale them by their shapes); ``None`` without a record."""
+        made = self.meta.extra.get(PROVENANCE)
+        places = made.get("level_placements") if isinstance(made, dict) else None
+        try:
+            out = [(_floats(p["scale"]), _floats(p["translate"])) for p in places]
+        except (TypeError, KeyError, ValueError):
+            return None
+        if any(len(s) != len(self.shape) or len(t) != len(self.shape) for s, t in out):
+            return None
+        return out[1:]
 
     def stored(self):
         """The image as the file stores it, a lazy zarr array (without the
@@ -227,6 +255,10 @@ class TiffSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _floats(values):
+    return tuple(float(v) for v in values)
 
 
 def samples_are_rgb(meta, shape):
@@ -515,8 +547,8 @@ def write_kwargs(meta, shape, dtype):
                 continue
             md[f"PhysicalSize{letter}"] = meta.scale[i]
             unit = meta.units[i]
-            if unit:
-                md[f"PhysicalSize{letter}Unit"] = unit_symbol(unit)
+            # OME's default unit is µm: an image without one says "pixel".
+            md[f"PhysicalSize{letter}Unit"] = unit_symbol(unit) if unit else "pixel"
             position = np.full(n_planes, meta.translate[i])
             if letter in plane_axes:
                 # Planes are stored in C order of the non-YXS axes: each

@@ -134,7 +134,8 @@ def level0_record(made):
     if not isinstance(made, dict) or not made.get("levels"):
         return made
     source = made.get("source")
-    return source if isinstance(source, dict) and not source.get("levels") else None
+    # A pyramid of a pyramid: its dataset 0 is the first one's, and so on.
+    return level0_record(source) if isinstance(source, dict) else None
 
 
 def whole_chain(made):

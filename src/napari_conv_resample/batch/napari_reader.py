@@ -75,7 +75,22 @@ def _lower_levels(src, loaded):
     full resolution was (``loaded``), else lazily."""
     import dask.array as da
 
-    return [np.asarray(a[...]) if loaded else da.from_zarr(a) for a in src.levels]
+    levels = [a if isinstance(a, da.Array) else da.from_zarr(a) for a in src.levels]
+    return [a.compute() if loaded else a for a in levels]
+
+
+def _level_limits(smallest, channel_axis):
+    """Contrast limits of a pyramid from its smallest level (per channel with
+    ``channel_axis``): napari would take them from the first plane it draws of
+    the smallest level, often background only, which saturates the image."""
+    data = np.asarray(smallest, dtype=np.float64)
+    planes = [data] if channel_axis is None else np.moveaxis(data, channel_axis, 0)
+    limits = []
+    for plane in planes:
+        finite = plane[np.isfinite(plane)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        limits.append([lo, hi if hi > lo else lo + 1.0])
+    return limits[0] if channel_axis is None else limits
 
 
 def _misplaced_level(shape, levels, placements, meta):
@@ -162,6 +177,8 @@ def layer_data(path):
             )
     if isinstance(data, list):
         kwargs["multiscale"] = True
+        if not kwargs.get("rgb"):
+            kwargs["contrast_limits"] = _level_limits(data[-1], channels)
     if channels is not None:
         kwargs["channel_axis"] = channels
         n = (data[0] if isinstance(data, list) else data).shape[channels]

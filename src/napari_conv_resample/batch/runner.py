@@ -230,10 +230,6 @@ def _plan(src, found, options):
     fmt = out_format(found, options, meta)
     if levels and fmt not in ("ome-zarr", "tiff"):
         raise ValueError(f"--levels writes an OME-Zarr or TIFF pyramid, not --format {fmt}")
-    if levels and fmt == "tiff":
-        problem = _tiff_pyramid_problem(_level_shapes(src.shape, levels), meta.axes)
-        if problem:
-            raise ValueError(f"--levels {options.levels} --format tiff: {problem}")
     problem = ngff_axes_problem(meta.axes) if fmt == "ome-zarr" else None
     if problem:
         raise ValueError(f"--format ome-zarr: {problem}; write --format tiff or zarr")
@@ -242,9 +238,18 @@ def _plan(src, found, options):
             f"a TIFF holds 2-D planes, the image is 1-D (axes {meta.axes!r}): write --format zarr"
         )
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
+    if levels and fmt == "tiff":
+        problem = _tiff_pyramid_problem(_level_shapes(src.shape, levels), meta, dtype)
+        if problem:
+            raise ValueError(f"--levels {options.levels} --format tiff: {problem}")
     level_metas = [meta_out]
     for level in levels:
         level_metas.append(updated(level_metas[-1], level))
+    if levels:
+        # Where each level sits: a TIFF's levels have no placement of their own.
+        made["level_placements"] = _level_report(src.shape, levels, level_metas)[
+            "level_placements"
+        ]
     return {
         "axes": meta.axes,
         "spatial_axes": "".join(meta.axes[a] for a in axes),
@@ -294,15 +299,22 @@ def _level_report(shape, levels, metas):
     }
 
 
-def _tiff_pyramid_problem(shapes, letters):
+def _tiff_pyramid_problem(shapes, meta, dtype):
     """Why levels of ``shapes`` cannot be a TIFF pyramid, or ``None``: its
     levels hang under each plane (SubIFDs), so only Y and X may change, and
-    they are written tile by tile (:func:`_tiles_fit`)."""
+    they are written tile by tile (:func:`_tiles_fit`), as an OME-TIFF
+    (tifffile reads a plain TIFF's levels without their axes)."""
+    letters = meta.axes
     changed = [a for i, a in enumerate(letters) if a not in "YX" and shapes[-1][i] != shapes[0][i]]
     if changed:
         return (
             f"the levels of a TIFF pyramid differ in Y and X only (they hang under each "
             f"plane), these stages change {''.join(changed)}: write --format ome-zarr"
+        )
+    if _tiff_flavor_written(replace(meta, flavor="ome"), dtype, shapes[0]) != "ome":
+        return (
+            f"a TIFF pyramid is an OME-TIFF, which cannot hold axes {letters!r} of "
+            f"{np.dtype(dtype).name}: write --format ome-zarr"
         )
     for k, shape in enumerate(shapes):
         if not _tiles_fit(shape, letters):
