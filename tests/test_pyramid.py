@@ -634,3 +634,59 @@ def test_a_pyramid_of_a_pyramid_keeps_the_chain_to_the_first_file(tmp_path, caps
     chain = made["conv_resample"]["chain"]
     assert chain["input"]["name"] == "stack.tif" and chain["input"]["shape"] == [5, 100, 90]
     assert len(chain["recipe"]["stages"]) == 2
+
+
+def test_rgb_pictures_stay_rgb_through_ome_zarr(tmp_path, capsys):
+    from napari_conv_resample.batch.io_zarr import ZarrSource, create_output
+    from napari_conv_resample.batch.metadata import ImageMeta
+
+    rgb = (np.random.default_rng(14).random((40, 36, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    keep = ["--preserve-dtype"]
+    assert (
+        run_cli(
+            ["down", tmp_path / "rgb.tif", "-o", tmp_path / "z", "--format", "ome-zarr"] + keep,
+            capsys,
+        )[0]
+        == 0
+    )
+    store = tmp_path / "z" / "rgb.ome.zarr"
+    group = zarr.open_group(store, mode="r")
+    attrs = dict(group.attrs)
+    assert attrs["rgb_samples"] is True
+    assert [c["color"] for c in attrs["omero"]["channels"]] == ["FF0000", "00FF00", "0000FF"]
+    with ZarrSource(store) as src:
+        assert src.meta.axes == "SYX"
+    want = dilated_downsample(rgb, axes=(0, 1), preserve_dtype=True)
+    # Back to TIFF: an RGB picture again (planar), not three grey channels.
+    code, _, _ = run_cli(
+        ["down", store, "-o", tmp_path / "t", "--kernel", "box", "--size", "1"]
+        + ["--stride", "1", "--format", "tiff"]
+        + keep,
+        capsys,
+    )
+    assert code == 0
+    with tifffile.TiffFile(tmp_path / "t" / "rgb.ome.tif") as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+        np.testing.assert_array_equal(np.moveaxis(tif.asarray(), 0, -1), want)
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+
+    from napari_conv_resample.batch.napari_reader import read
+
+    [(data, kwargs, _)] = read(store)
+    assert kwargs["rgb"] is True
+    np.testing.assert_array_equal(np.asarray(data), want)
+    assert ViewerModel().add_image(data, **kwargs).rgb
+    # NGFF 0.5 (Zarr v3) keeps the colours under "ome".
+    meta = ImageMeta(
+        "YXS", (1.0,) * 3, (0.0,) * 3, (None,) * 3, "ome-zarr", {"ngff_version": "0.5"}
+    )
+    create_output(tmp_path / "v5.ome.zarr", "ome-zarr", rgb.shape, rgb.dtype, rgb.shape, meta)[
+        ...
+    ] = rgb
+    attrs = dict(zarr.open_group(tmp_path / "v5.ome.zarr", mode="r").attrs)
+    assert attrs["rgb_samples"] is True and len(attrs["ome"]["omero"]["channels"]) == 3
+    with ZarrSource(tmp_path / "v5.ome.zarr") as src:
+        assert src.meta.axes == "SYX"
+        np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), rgb)

@@ -36,6 +36,7 @@ from .metadata import (
     channel_names,
     convert_length,
     normalize_unit,
+    samples_are_rgb,
     unit_symbol,
 )
 
@@ -259,13 +260,6 @@ class TiffSource:
 
 def _floats(values):
     return tuple(float(v) for v in values)
-
-
-def samples_are_rgb(meta, shape):
-    """Whether the samples axis S of an image of ``shape`` holds the colours
-    of one picture (3 or 4 of them, not marked as channels)."""
-    i = meta.index("S")
-    return i is not None and shape[i] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS)
 
 
 def samples_are_channels(tif, meta):

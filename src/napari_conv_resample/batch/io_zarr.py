@@ -23,12 +23,14 @@ import zarr
 from .metadata import (
     CHANNEL_NAMES,
     PROVENANCE,
+    RGB_SAMPLES,
     SAMPLES_AS_CHANNELS,
     WRITER,
     ImageMeta,
     channel_names,
     guess_axes,
     normalize_unit,
+    samples_are_rgb,
 )
 
 NGFF_VERSIONS = ("0.4", "0.5")
@@ -155,6 +157,9 @@ class ZarrSource:
             if axes_md and isinstance(axes_md[0], str):  # NGFF 0.3
                 axes_md = [{"name": a} for a in axes_md]
             letters = "".join(_letter(a) for a in axes_md) if axes_md else guess_axes(ndim)
+            if node.attrs.get(RGB_SAMPLES) is True and "S" not in letters and "C" in letters:
+                if self._arr.shape[letters.index("C")] in (3, 4):
+                    letters = letters.replace("C", "S")  # this tool's RGB picture
             if len(letters) != ndim:
                 raise ValueError(
                     f"OME-Zarr axes {letters!r} do not match the array's {ndim} dimensions"
@@ -417,15 +422,19 @@ def _permuted(meta, perm, stored):
     )
 
 
-def create_pyramid(path, shapes, dtype, chunks, metas):
+def create_pyramid(path, shapes, dtype, chunks, metas, *, rgb=None):
     """Create an OME-Zarr image at ``path`` with one dataset per level and
     return their arrays to fill (``0``: the full resolution).
 
     ``shapes``, ``chunks`` and ``metas`` (placement; the group's other
     attributes come from ``metas[0]``) hold one entry per level, largest
     first. Arrays are indexed in ``metas[0].axes`` order; axes not in NGFF
-    order are stored permuted (see :func:`create_output`).
+    order are stored permuted (see :func:`create_output`). The samples of
+    an RGB(A) picture become the channel axis, marked :data:`RGB_SAMPLES`
+    and coloured red, green, blue in ``omero``.
     """
+    if rgb is None:
+        rgb = "C" not in metas[0].axes and samples_are_rgb(metas[0], tuple(shapes[0]))
     perm, stored = ngff_order(metas[0].axes)
     if perm != tuple(range(len(perm))):
         arrays = create_pyramid(
@@ -434,6 +443,7 @@ def create_pyramid(path, shapes, dtype, chunks, metas):
             dtype,
             [[c[i] for i in perm] for c in chunks],
             [_permuted(m, perm, stored) for m in metas],
+            rgb=rgb,
         )
         return [PermutedArray(arr, perm) for arr in arrays]
     meta = metas[0]
@@ -445,6 +455,9 @@ def create_pyramid(path, shapes, dtype, chunks, metas):
         ngff_attrs(meta, version, meta.extra.get("name"), tuple(shapes[0]), metas[1:])
     )
     group.attrs["written_by"] = WRITER
+    if rgb:
+        group.attrs[RGB_SAMPLES] = True
+        _colour_channels(group, meta, version, shapes[0], np.dtype(dtype))
     if PROVENANCE in meta.extra:
         group.attrs[PROVENANCE] = meta.extra[PROVENANCE]
     if fmt == 3:
@@ -458,6 +471,27 @@ def create_pyramid(path, shapes, dtype, chunks, metas):
         )
         for i, (shape, c) in enumerate(zip(shapes, chunks))
     ]
+
+
+def _colour_channels(group, meta, version, shape, dtype):
+    """``omero`` channels red, green, blue (and alpha, hidden) for the
+    samples of a picture, so NGFF viewers show its colours."""
+    n = shape[meta.axes.index("S") if "S" in meta.axes else meta.axes.index("C")]
+    colours = [("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"), ("A", "FFFFFF")][:n]
+    channels = [
+        {"label": label, "color": colour, "active": label != "A"} for label, colour in colours
+    ]
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        window = {"min": int(info.min), "max": int(info.max)}
+        window.update(start=window["min"], end=window["max"])
+        for c in channels:
+            c["window"] = dict(window)
+    omero = {"channels": channels, "rdefs": {"model": "color"}}
+    if version == "0.5":
+        group.attrs["ome"] = {**group.attrs["ome"], "omero": omero}
+    else:
+        group.attrs["omero"] = omero
 
 
 def scratch_array(path, shape, dtype, chunks):

@@ -152,6 +152,18 @@ def whole_chain(made):
 #: composite, or samples not stored as RGB), not the colours of one picture.
 SAMPLES_AS_CHANNELS = "samples_as_channels"
 
+#: OME-Zarr attribute this tool writes: the channel axis holds the samples
+#: of an RGB(A) picture (NGFF has no colour axis), read back as samples S.
+RGB_SAMPLES = "rgb_samples"
+
+
+def samples_are_rgb(meta, shape):
+    """Whether the samples axis S of an image of ``shape`` holds the colours
+    of one picture (3 or 4 of them, not marked as channels)."""
+    i = meta.index("S")
+    return i is not None and shape[i] in (3, 4) and not meta.extra.get(SAMPLES_AS_CHANNELS)
+
+
 #: ``ImageMeta.extra`` key: one name per channel (OME ``Channel Name``,
 #: OME-Zarr ``omero`` labels).
 CHANNEL_NAMES = "channel_names"
