@@ -690,3 +690,23 @@ def test_rgb_pictures_stay_rgb_through_ome_zarr(tmp_path, capsys):
     with ZarrSource(tmp_path / "v5.ome.zarr") as src:
         assert src.meta.axes == "SYX"
         np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), rgb)
+
+
+def test_inspect_shows_each_level_without_writing(tmp_path, capsys, stack):
+    src, data = stack
+    code, stdout, _ = run_cli(
+        ["inspect", "--stride", "1,2,2", "--input", src, "--levels", "2"], capsys
+    )
+    assert code == 0, stdout
+    specs = pyramid_specs(Pipeline([Stage("down", stride=(1, 2, 2))]), data.shape, 2)
+    where = level_placements(specs, (1.5, 0.2, 0.2), (0.0,) * 3)
+    assert "  level 0: (5, 100, 90), scale (1.5, 0.2, 0.2), translate (0, 0, 0)" in stdout
+    assert (
+        f"  level 2: (5, 25, 23), scale (1.5, 0.8, 0.8), translate (0, {where[2][1][1]:.6g}, 0.2)"
+        in stdout
+    )
+    assert not list(tmp_path.glob("**/*.zarr"))
+    code, _, stderr = run_cli(["inspect", "--stride", "2", "--levels", "2"], capsys)
+    assert code == 2 and "--levels: give the image with --input" in stderr
+    code, _, stderr = run_cli(["inspect", "--input", src, "--levels", "0"], capsys)
+    assert code == 2 and "--levels 0: give the number of levels" in stderr

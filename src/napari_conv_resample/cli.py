@@ -310,6 +310,11 @@ def build_parser():
                 "--axes", help="with --input: the spatial axes, e.g. ZYX or YX (as for down/up)"
             )
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
+            _add_levels(
+                p,
+                "with --input: the shape and placement of each level of the "
+                "pyramid --levels N would write",
+            )
         else:
             _add_stage_options(p, name)
             _add_io(p)
@@ -318,15 +323,24 @@ def build_parser():
     return parser
 
 
-def _add_levels(p):
+def _add_levels(p, text=None):
     p.add_argument(
         "--levels",
         type=int,
         metavar="N",
-        help="write a pyramid: the input (level 0) and N levels, each the stages applied to "
+        help=text
+        or "write a pyramid: the input (level 0) and N levels, each the stages applied to "
         "the level before, as OME-Zarr (default) or, with --format tiff, a tiled OME-TIFF "
         "whose levels are SubIFDs (napari opens either as one multiscale layer)",
     )
+
+
+def _levels_option(args):
+    """``--levels``, checked (None when not given)."""
+    levels = getattr(args, "levels", None)
+    if levels is not None and levels < 1:
+        raise UsageError(f"--levels {levels}: give the number of levels below the input, >= 1")
+    return levels
 
 
 # -- commands ------------------------------------------------------------------
@@ -390,7 +404,13 @@ def cmd_inspect(args, out):
                 f"large (at most {INSPECT_MAX_PIXELS}); the closed-form sizes do not depend "
                 "on the shape: inspect a smaller one"
             )
-    elif not args.input and any(st.params.get("output_size") is not None for st in pipe.stages):
+    if args.levels is not None and not args.input:
+        raise UsageError("--levels: give the image with --input (a pyramid's levels depend on it)")
+    if (
+        not args.input
+        and shape is None
+        and any(st.params.get("output_size") is not None for st in pipe.stages)
+    ):
         raise UsageError(
             "output_size depends on the image: give --shape or --input to inspect this chain"
         )
@@ -399,7 +419,7 @@ def cmd_inspect(args, out):
         from .batch.discover import InputError, discover
         from .batch.runner import Options, describe
 
-        opts = Options(pipe, Path("."), axes=_axes(args.axes))
+        opts = Options(pipe, Path("."), axes=_axes(args.axes), levels=_levels_option(args))
         try:
             inputs = discover(args.input)
         except InputError as exc:
@@ -454,6 +474,14 @@ def cmd_inspect(args, out):
             f"translate {_fmt(mi['translate'])} -> {_fmt(mo['translate'])}",
             file=out,
         )
+        for k, (shape_k, place) in enumerate(
+            zip(f.get("level_shapes", []), f.get("level_placements", []))
+        ):
+            print(
+                f"  level {k}: {tuple(shape_k)}, scale {_fmt(place['scale'])}, "
+                f"translate {_fmt(place['translate'])}",
+                file=out,
+            )
     return status
 
 
@@ -484,9 +512,7 @@ def cmd_process(args, out, err):
     pipe = _pipeline(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
-    levels = getattr(args, "levels", None)
-    if levels is not None and levels < 1:
-        raise UsageError(f"--levels {levels}: give the number of levels below the input, >= 1")
+    levels = _levels_option(args)
     if levels and args.format == "zarr":
         raise UsageError(
             "--levels writes an OME-Zarr (or with --format tiff an OME-TIFF) pyramid; "
