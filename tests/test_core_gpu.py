@@ -89,5 +89,6 @@ def test_pyramid_levels_on_the_gpu_match_numpy():
     want = pyramid(x, 2, stride=(1, 2, 2), preserve_dtype=True, backend="numpy")
     for g, w in zip(got[1:], want[1:]):
         assert isinstance(g, cupy.ndarray) and g.dtype == np.uint16
-        # Rounded to integers: the two engines may differ by one grey level at a .5.
-        assert np.abs(g.get().astype(int) - w.astype(int)).max() <= 1
+        # Rounded to integers: the engines may differ by a grey level at a .5, and
+        # level 2 averages level 1's (so by up to two there).
+        assert np.abs(g.get().astype(int) - w.astype(int)).max() <= 2
