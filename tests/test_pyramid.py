@@ -710,3 +710,38 @@ def test_inspect_shows_each_level_without_writing(tmp_path, capsys, stack):
     assert code == 2 and "--levels: give the image with --input" in stderr
     code, _, stderr = run_cli(["inspect", "--input", src, "--levels", "0"], capsys)
     assert code == 2 and "--levels 0: give the number of levels" in stderr
+
+
+def test_an_rgb_z_stack_round_trips_through_ome_zarr_to_tiff(tmp_path, capsys):
+    zyxs = (np.random.default_rng(15).random((3, 32, 30, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", zyxs, photometric="rgb", metadata={"axes": "ZYXS"})
+    keep = ["--preserve-dtype", "--stride", "1,2,2"]
+    argv = ["down", tmp_path / "s.tif", "-o", tmp_path / "z", "--format", "ome-zarr"]
+    assert run_cli(argv + keep, capsys)[0] == 0
+    store = tmp_path / "z" / "s.ome.zarr"
+    for extra in ([], ["--chunks", "8"]):
+        out = tmp_path / f"t{len(extra)}"
+        argv = ["down", store, "-o", out, "--format", "tiff", "--axes", "YX"] + extra
+        code, stdout, _ = run_cli(argv + ["--preserve-dtype"], capsys)
+        assert code == 0, stdout
+        stored = zarr.open_group(store, mode="r")["0"][...]  # CZYX: a z-stack's colours
+        want = dilated_downsample(stored, axes=(2, 3), preserve_dtype=True)
+        np.testing.assert_array_equal(tifffile.imread(out / "s.ome.tif"), want)
+
+
+def test_contrast_limits_of_rgb_flat_bool_and_large_levels(monkeypatch):
+    from napari_conv_resample.batch import napari_reader
+
+    rgba = np.zeros((8, 8, 4), np.uint16)
+    rgba[..., :3] = np.arange(64).reshape(8, 8, 1) * 100
+    rgba[..., 3] = 60000  # alpha is left out
+    assert napari_reader._level_limits(rgba, None, rgb=True) == [0.0, 6300.0]
+    assert napari_reader._level_limits(np.full((4, 4), 700.0), None) == [0.0, 700.0]
+    assert napari_reader._level_limits(np.ones((4, 4), bool), None) == [0.0, 1.0]
+    monkeypatch.setattr(napari_reader, "LIMITS_SAMPLE", 1000)
+    big = np.arange(2 * 40 * 64 * 64, dtype=np.float32).reshape(2, 40, 64, 64)
+    sample = napari_reader._limits_sample(big, {0})
+    assert sample.shape[0] == 2 and sample.size <= 2 * 1000
+    limits = napari_reader._level_limits(big, 0)
+    assert limits[0][0] == 0.0 and limits[1][0] == big[1].min()
+    assert limits[1][1] <= big[1].max() and limits[1][1] > big[1].mean()

@@ -158,8 +158,12 @@ class ZarrSource:
                 axes_md = [{"name": a} for a in axes_md]
             letters = "".join(_letter(a) for a in axes_md) if axes_md else guess_axes(ndim)
             if node.attrs.get(RGB_SAMPLES) is True and "S" not in letters and "C" in letters:
-                if self._arr.shape[letters.index("C")] in (3, 4):
-                    letters = letters.replace("C", "S")  # this tool's RGB picture
+                # This tool's RGB picture: its samples again where a TIFF
+                # holds them by plane (just before YX); a z-stack's (CZYX)
+                # stay channels.
+                rgb = letters.replace("C", "S")
+                if self._arr.shape[letters.index("C")] in (3, 4) and rgb.endswith("SYX"):
+                    letters = rgb
             if len(letters) != ndim:
                 raise ValueError(
                     f"OME-Zarr axes {letters!r} do not match the array's {ndim} dimensions"

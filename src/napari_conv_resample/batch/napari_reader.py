@@ -24,6 +24,7 @@ Manifest entry (``napari.yaml``)::
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -79,18 +80,55 @@ def _lower_levels(src, loaded):
     return [a.compute() if loaded else a for a in levels]
 
 
-def _level_limits(smallest, channel_axis):
+#: Contrast limits are taken from at most about this many pixels of a level.
+LIMITS_SAMPLE = 1 << 22
+
+
+def _level_limits(smallest, channel_axis, rgb=False):
     """Contrast limits of a pyramid from its smallest level (per channel with
-    ``channel_axis``): napari would take them from the first plane it draws of
-    the smallest level, often background only, which saturates the image."""
-    data = np.asarray(smallest, dtype=np.float64)
-    planes = [data] if channel_axis is None else np.moveaxis(data, channel_axis, 0)
-    limits = []
-    for plane in planes:
-        finite = plane[np.isfinite(plane)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        limits.append([lo, hi if hi > lo else lo + 1.0])
-    return limits[0] if channel_axis is None else limits
+    ``channel_axis``; one pair over the colours, alpha left out, of an RGB
+    layer): napari would take them from the first plane it draws of the
+    smallest level, often background only, which saturates the image. A
+    large level is sampled (:func:`_limits_sample`)."""
+    if np.dtype(smallest.dtype) == bool:
+        return [0.0, 1.0] if channel_axis is None else [[0.0, 1.0]] * smallest.shape[channel_axis]
+    keep = set() if channel_axis is None else {channel_axis % smallest.ndim}
+    if rgb:
+        smallest = smallest[..., :3]
+        keep.add(smallest.ndim - 1)
+    data = _limits_sample(smallest, keep)
+    if channel_axis is None:
+        return _limits(data)
+    return [_limits(plane) for plane in np.moveaxis(data, channel_axis, 0)]
+
+
+def _limits(values):
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if not finite.size:
+        return [0.0, 1.0]
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo == hi:  # a flat image: from 0, as napari does
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return [lo, hi] if hi > lo else [lo, lo + 1.0]
+
+
+def _limits_sample(level, keep):
+    """``level`` (NumPy or dask) as a NumPy array of about
+    :data:`LIMITS_SAMPLE` pixels: a few evenly spaced planes along its
+    leading axes and every n-th pixel of its plane (its last two axes not in
+    ``keep``; those are taken whole); the whole level when it is that small."""
+    shape = level.shape
+    if int(np.prod(shape, dtype=np.float64)) <= LIMITS_SAMPLE:
+        return np.asarray(level)
+    free = [a for a in range(len(shape)) if a not in keep]
+    plane = free[-2:]
+    steps = {a: max(1, -(-shape[a] // 5)) for a in free[:-2]}
+    picked = np.prod([len(range(0, shape[a], s)) for a, s in steps.items()] + [1])
+    picked *= np.prod([shape[a] for a in keep] + [1])
+    pixels = np.prod([shape[a] for a in plane] + [1])
+    step = max(1, math.ceil(math.sqrt(float(picked) * float(pixels) / LIMITS_SAMPLE)))
+    steps.update({a: step for a in plane})
+    return np.asarray(level[tuple(slice(0, n, steps.get(a, 1)) for a, n in enumerate(shape))])
 
 
 def _misplaced_level(shape, levels, placements, meta):
@@ -177,8 +215,8 @@ def layer_data(path):
             )
     if isinstance(data, list):
         kwargs["multiscale"] = True
-        if not kwargs.get("rgb"):
-            kwargs["contrast_limits"] = _level_limits(data[-1], channels)
+        if not (kwargs.get("rgb") and np.dtype(data[0].dtype) == np.uint8):
+            kwargs["contrast_limits"] = _level_limits(data[-1], channels, kwargs.get("rgb"))
     if channels is not None:
         kwargs["channel_axis"] = channels
         n = (data[0] if isinstance(data, list) else data).shape[channels]
