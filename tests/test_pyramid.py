@@ -735,13 +735,33 @@ def test_contrast_limits_of_rgb_flat_bool_and_large_levels(monkeypatch):
     rgba = np.zeros((8, 8, 4), np.uint16)
     rgba[..., :3] = np.arange(64).reshape(8, 8, 1) * 100
     rgba[..., 3] = 60000  # alpha is left out
-    assert napari_reader._level_limits(rgba, None, rgb=True) == [0.0, 6300.0]
-    assert napari_reader._level_limits(np.full((4, 4), 700.0), None) == [0.0, 700.0]
-    assert napari_reader._level_limits(np.ones((4, 4), bool), None) == [0.0, 1.0]
+    assert napari_reader._level_limits([rgba], None, rgb=True) == [0.0, 6300.0]
+    assert napari_reader._level_limits([np.full((4, 4), 700.0)], None) == [0.0, 700.0]
+    assert napari_reader._level_limits([np.ones((4, 4), bool)], None) == [0.0, 1.0]
     monkeypatch.setattr(napari_reader, "LIMITS_SAMPLE", 1000)
     big = np.arange(2 * 40 * 64 * 64, dtype=np.float32).reshape(2, 40, 64, 64)
     sample = napari_reader._limits_sample(big, {0})
     assert sample.shape[0] == 2 and sample.size <= 2 * 1000
-    limits = napari_reader._level_limits(big, 0)
+    limits = napari_reader._level_limits([big], 0)
     assert limits[0][0] == 0.0 and limits[1][0] == big[1].min()
     assert limits[1][1] <= big[1].max() and limits[1][1] > big[1].mean()
+
+    # NaNs spread by downsampling: a level with none finite defers to the next larger.
+    full = np.linspace(500, 1500, 64 * 64, dtype=np.float32).reshape(64, 64)
+    nan = np.full((4, 4), np.nan, np.float32)
+    two = np.stack([full[::8, ::8], np.full((8, 8), np.nan, np.float32)])
+    assert napari_reader._level_limits([full, nan], None) == [500.0, 1500.0]
+    limits = napari_reader._level_limits([np.stack([full, full]), two], 0)
+    assert limits[0][0] == 500.0 and limits[1] == [500.0, 1500.0]
+
+
+def test_inspect_plans_a_tiff_pyramid_with_format(tmp_path, capsys):
+    cyxs = np.zeros((2, 40, 40, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", cyxs, photometric="rgb", metadata={"axes": "CYXS"})
+    base = ["inspect", "--stride", "2", "--input", tmp_path / "c.tif", "--levels", "1", "--axes"]
+    code, stdout, _ = run_cli(base + ["YX", "--format", "tiff"], capsys)
+    assert code == 0 and "  level 1: (2, 20, 20, 3)" in stdout, stdout
+    code, stdout, _ = run_cli(base + ["YX"], capsys)  # OME-Zarr cannot hold CYXS
+    assert code == 1 and "OME-Zarr allows one time axis and one channel" in stdout
+    code, _, stderr = run_cli(base + ["YX", "--format", "zarr"], capsys)
+    assert code == 2 and "--format zarr holds one resolution" in stderr

@@ -310,6 +310,11 @@ def build_parser():
                 "--axes", help="with --input: the spatial axes, e.g. ZYX or YX (as for down/up)"
             )
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
+            p.add_argument(
+                "--format",
+                choices=("tiff", "zarr", "ome-zarr"),
+                help="with --input: the output format to plan for (as for down/up)",
+            )
             _add_levels(
                 p,
                 "with --input: the shape and placement of each level of the "
@@ -340,6 +345,11 @@ def _levels_option(args):
     levels = getattr(args, "levels", None)
     if levels is not None and levels < 1:
         raise UsageError(f"--levels {levels}: give the number of levels below the input, >= 1")
+    if levels and getattr(args, "format", None) == "zarr":
+        raise UsageError(
+            "--levels writes an OME-Zarr (or with --format tiff an OME-TIFF) pyramid; "
+            "--format zarr holds one resolution"
+        )
     return levels
 
 
@@ -419,7 +429,9 @@ def cmd_inspect(args, out):
         from .batch.discover import InputError, discover
         from .batch.runner import Options, describe
 
-        opts = Options(pipe, Path("."), axes=_axes(args.axes), levels=_levels_option(args))
+        opts = Options(
+            pipe, Path("."), axes=_axes(args.axes), format=args.format, levels=_levels_option(args)
+        )
         try:
             inputs = discover(args.input)
         except InputError as exc:
@@ -513,11 +525,6 @@ def cmd_process(args, out, err):
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     levels = _levels_option(args)
-    if levels and args.format == "zarr":
-        raise UsageError(
-            "--levels writes an OME-Zarr (or with --format tiff an OME-TIFF) pyramid; "
-            "--format zarr holds one resolution"
-        )
     if any(sep in args.suffix for sep in ("/", "\\", "\0")) or args.suffix in (".", ".."):
         raise UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name, not a path")
     options = Options(

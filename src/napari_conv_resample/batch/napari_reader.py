@@ -84,28 +84,38 @@ def _lower_levels(src, loaded):
 LIMITS_SAMPLE = 1 << 22
 
 
-def _level_limits(smallest, channel_axis, rgb=False):
-    """Contrast limits of a pyramid from its smallest level (per channel with
-    ``channel_axis``; one pair over the colours, alpha left out, of an RGB
-    layer): napari would take them from the first plane it draws of the
-    smallest level, often background only, which saturates the image. A
-    large level is sampled (:func:`_limits_sample`)."""
+def _level_limits(levels, channel_axis, rgb=False):
+    """Contrast limits of a pyramid (``levels``, largest first) from its
+    smallest level (per channel with ``channel_axis``; one pair over the
+    colours, alpha left out, of an RGB layer): napari would take them from
+    the first plane it draws of the smallest level, often background only,
+    which saturates the image. A large level is sampled
+    (:func:`_limits_sample`); where a level (or channel) has no finite value
+    (NaNs spread by downsampling) the next larger one is used."""
+    smallest = levels[-1]
+    n = 1 if channel_axis is None else smallest.shape[channel_axis]
     if np.dtype(smallest.dtype) == bool:
-        return [0.0, 1.0] if channel_axis is None else [[0.0, 1.0]] * smallest.shape[channel_axis]
-    keep = set() if channel_axis is None else {channel_axis % smallest.ndim}
-    if rgb:
-        smallest = smallest[..., :3]
-        keep.add(smallest.ndim - 1)
-    data = _limits_sample(smallest, keep)
-    if channel_axis is None:
-        return _limits(data)
-    return [_limits(plane) for plane in np.moveaxis(data, channel_axis, 0)]
+        return [0.0, 1.0] if channel_axis is None else [[0.0, 1.0]] * n
+    found = [None] * n
+    for level in reversed(levels):
+        keep = set() if channel_axis is None else {channel_axis % level.ndim}
+        if rgb:
+            level = level[..., :3]
+            keep.add(level.ndim - 1)
+        data = _limits_sample(level, keep)
+        planes = [data] if channel_axis is None else np.moveaxis(data, channel_axis, 0)
+        found = [old or _limits(plane) for old, plane in zip(found, planes)]
+        if all(found):
+            break
+    found = [limits or [0.0, 1.0] for limits in found]
+    return found[0] if channel_axis is None else found
 
 
 def _limits(values):
+    """``[lo, hi]`` of the finite ``values``, or ``None`` without any."""
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
     if not finite.size:
-        return [0.0, 1.0]
+        return None
     lo, hi = float(finite.min()), float(finite.max())
     if lo == hi:  # a flat image: from 0, as napari does
         lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -216,7 +226,7 @@ def layer_data(path):
     if isinstance(data, list):
         kwargs["multiscale"] = True
         if not (kwargs.get("rgb") and np.dtype(data[0].dtype) == np.uint8):
-            kwargs["contrast_limits"] = _level_limits(data[-1], channels, kwargs.get("rgb"))
+            kwargs["contrast_limits"] = _level_limits(data, channels, kwargs.get("rgb"))
     if channels is not None:
         kwargs["channel_axis"] = channels
         n = (data[0] if isinstance(data, list) else data).shape[channels]
