@@ -315,6 +315,17 @@ def test_the_reader_opens_a_pyramid_as_one_multiscale_layer(tmp_path, capsys, st
     assert tuple(layer.scale) == pytest.approx((1.5, 0.2, 0.2))
 
 
+def _channel_pyramid(tmp_path, capsys, czyx):
+    """The OME-Zarr pyramid (2 levels, YX filtered) of a CZYX TIFF of ``czyx``."""
+    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
+    code, stdout, _ = run_cli(
+        ["down", tmp_path / "c.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "YX"],
+        capsys,
+    )
+    assert code == 0, stdout
+    return tmp_path / "o" / "c.ome.zarr"
+
+
 def test_the_reader_splits_the_channels_of_a_pyramid(tmp_path, capsys):
     pytest.importorskip("napari")
     from napari.components import ViewerModel
@@ -322,13 +333,7 @@ def test_the_reader_splits_the_channels_of_a_pyramid(tmp_path, capsys):
     from napari_conv_resample.batch.napari_reader import read
 
     czyx = np.random.default_rng(4).random((2, 4, 32, 32)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
-    code, stdout, _ = run_cli(
-        ["down", tmp_path / "c.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "YX"],
-        capsys,
-    )
-    assert code == 0, stdout
-    [(levels, kwargs, _)] = read(tmp_path / "o" / "c.ome.zarr")
+    [(levels, kwargs, _)] = read(_channel_pyramid(tmp_path, capsys, czyx))
     assert kwargs["channel_axis"] == 0 and kwargs["multiscale"] is True
     layers = ViewerModel().add_image(levels, **kwargs)
     assert len(layers) == 2
@@ -557,13 +562,7 @@ def test_pyramid_layers_get_contrast_limits_of_their_data(tmp_path, capsys):
     czyx = np.zeros((2, 6, 64, 64), np.float32)
     czyx[0, 2:, 16:48, 16:48] = 150.0  # the first plane is background only
     czyx[1, 1:, 8:40, 8:40] = 9.0
-    tifffile.imwrite(tmp_path / "c.tif", czyx, photometric="minisblack", metadata={"axes": "CZYX"})
-    code, stdout, _ = run_cli(
-        ["down", tmp_path / "c.tif", "-o", tmp_path / "o", "--levels", "2", "--axes", "YX"],
-        capsys,
-    )
-    assert code == 0, stdout
-    [(levels, kwargs, _)] = read(tmp_path / "o" / "c.ome.zarr")
+    [(levels, kwargs, _)] = read(_channel_pyramid(tmp_path, capsys, czyx))
     smallest = np.asarray(levels[-1])
     want = [[float(c.min()), float(c.max())] for c in smallest]
     np.testing.assert_allclose(kwargs["contrast_limits"], want)
