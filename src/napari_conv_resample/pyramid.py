@@ -40,14 +40,14 @@ def pyramid_specs(pipeline, input_shape, levels, axes=None, *, name="levels"):
         except ValueError as exc:
             if k == 1:  # a bad parameter, not an image grown too small
                 raise
-            specs, ok, why = None, False, f": {exc}"
+            specs, ok, why = None, False, f" ({exc})"
         else:
             why = f" (shape {shape} -> {tuple(specs[-1].output_shape)})"
         if not ok:
             label = f"{name} {levels}" if name.startswith("--") else f"{name}={levels}"
             raise ValueError(
-                f"{label}: level {k} would not be smaller than level {k - 1}{why}; "
-                f"{_fit(k - 1)} of shape {tuple(int(n) for n in input_shape)}"
+                f"{label}: {_fit(k - 1)} of shape {tuple(int(n) for n in input_shape)}: "
+                f"level {k} would not be smaller than level {k - 1}{why}"
             )
         out.append(specs)
         shape = tuple(specs[-1].output_shape)

@@ -454,13 +454,22 @@ def _ome_ok(axes):
     )
 
 
+def ome_problem(axes, dtype):
+    """Why an image with ``axes`` of ``dtype`` cannot be an OME-TIFF, or ``None``."""
+    if not _ome_ok(axes):
+        return f"OME names only the axes T, C, Z, Y, X (S), Y X (S) last, not {axes!r}"
+    if np.dtype(dtype).name not in _OME_DTYPES:
+        return f"OME has no {np.dtype(dtype).name} pixels"
+    return None
+
+
 def choose_flavor(flavor, axes, dtype, shape=None):
     """The TIFF flavor to write: the wanted one if the axes/dtype allow it
     (and ``shape``: tifffile writes an ImageJ X axis of one pixel as samples)."""
     one_wide = shape is not None and "X" in axes and shape[axes.index("X")] == 1
     if flavor == "imagej" and (one_wide or not _imagej_ok(axes, dtype)):
         flavor = "ome"
-    if flavor == "ome" and not (_ome_ok(axes) and np.dtype(dtype).name in _OME_DTYPES):
+    if flavor == "ome" and ome_problem(axes, dtype):
         flavor = "plain"
     return flavor
 

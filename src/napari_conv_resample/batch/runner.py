@@ -29,7 +29,13 @@ from ..pipeline import Pipeline, to_jsonable
 from ..pyramid import pyramid_specs
 from . import chunked
 from .discover import Found, is_zarr
-from .io_tiff import TiffSource, output_meta_flavor, write_tiff, write_tiff_pyramid
+from .io_tiff import (
+    TiffSource,
+    ome_problem,
+    output_meta_flavor,
+    write_tiff,
+    write_tiff_pyramid,
+)
 from .io_zarr import (
     ZarrSource,
     create_output,
@@ -311,11 +317,9 @@ def _tiff_pyramid_problem(shapes, meta, dtype):
             f"the levels of a TIFF pyramid differ in Y and X only (they hang under each "
             f"plane), these stages change {''.join(changed)}: write --format ome-zarr"
         )
-    if _tiff_flavor_written(replace(meta, flavor="ome"), dtype, shapes[0]) != "ome":
-        return (
-            f"a TIFF pyramid is an OME-TIFF, which cannot hold axes {letters!r} of "
-            f"{np.dtype(dtype).name}: write --format ome-zarr"
-        )
+    problem = ome_problem(letters, dtype)
+    if problem:
+        return f"a TIFF pyramid is an OME-TIFF, and {problem}: write --format ome-zarr"
     for k, shape in enumerate(shapes):
         if not _tiles_fit(shape, letters):
             return (
