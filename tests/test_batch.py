@@ -979,3 +979,22 @@ def test_a_record_without_the_input_dtype_compares_equal_and_float16_zarr_to_tif
     assert "made with these settings" in _skip_reason(old, plan)
     other = {**made, "input": {**made["input"], "dtype": "float32"}}
     assert "(input (dtype, shape or placement))" in _skip_reason(other, plan)
+
+
+def test_a_killed_runs_writers_gate_is_closed_by_the_next_run(tmp_path, capsys):
+    from napari_conv_resample.batch.runner import write_through_gate
+
+    d = _inputs(tmp_path, n=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    # What a driver killed while its chunks ran on a cluster leaves behind.
+    stale = out / ".f0.tif.partial.0123456789ab.writers"
+    stale.touch()
+    other = out / ".f1.tif.partial.0123456789ab.writers"  # another output's: kept
+    other.touch()
+    code, stdout, _ = run_cli(["down", d, "-o", out, "--chunks", "16"], capsys)
+    assert code == 0, stdout
+    assert not stale.exists() and other.exists()
+    # A chunk of the killed run that finishes now cannot write any more.
+    with pytest.raises(RuntimeError, match="has stopped"):
+        write_through_gate(stale, lambda: None)

@@ -9,6 +9,7 @@ the files without one. Inputs are never written to.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -528,6 +529,7 @@ def process(found, options, *, client=None, chunk_progress=None):
             if final.exists() and not options.overwrite:  # that other run finished it
                 res.status, res.reason = "skipped", _skip_reason(recorded_provenance(final), plan)
                 return res
+            _close_stale_gates(tmp)
             _remove(tmp)
             _remove(scratch)
             chunks_used = _compute_and_write(
@@ -957,6 +959,16 @@ def write_through_gate(gate, write):
         write()
     finally:
         os.close(fd)
+
+
+def _close_stale_gates(tmp):
+    """Close the writers gates of earlier runs of ``tmp``'s output that were
+    killed (a stopped run removes its own): with this run holding the
+    output's lock they are dead, and chunks of theirs still computing on a
+    long-lived cluster must not write into this run's new ``tmp``."""
+    tmp = Path(os.path.abspath(tmp))
+    for gate in tmp.parent.glob(f"{glob.escape(tmp.name)}.*.writers"):
+        close_gate(gate)
 
 
 def close_gate(gate):
