@@ -245,24 +245,23 @@ def _plan(src, found, options):
             f"a TIFF holds 2-D planes, the image is 1-D (axes {meta.axes!r}): write --format zarr"
         )
     dtype = output_dtype(src.dtype, len(specs), options.preserve_dtype)
-    if levels and fmt == "tiff":
-        problem = _tiff_pyramid_problem(_level_shapes(src.shape, levels), meta, dtype)
-        if problem:
-            raise ValueError(f"--levels {options.levels} --format tiff: {problem}")
     level_metas = [meta_out]
     for level in levels:
         level_metas.append(updated(level_metas[-1], level))
+    report = _level_report(src.shape, levels, level_metas) if levels else {}
+    if levels and fmt == "tiff":
+        problem = _tiff_pyramid_problem(report["level_shapes"], meta, dtype)
+        if problem:
+            raise ValueError(f"--levels {options.levels} --format tiff: {problem}")
     if levels:
         # Where each level sits: a TIFF's levels have no placement of their own.
-        made["level_placements"] = _level_report(src.shape, levels, level_metas)[
-            "level_placements"
-        ]
+        made["level_placements"] = report["level_placements"]
     return {
         "axes": meta.axes,
         "spatial_axes": "".join(meta.axes[a] for a in axes),
         "shape_in": list(src.shape),
         "shape_out": list(specs[-1].output_shape),
-        **(_level_report(src.shape, levels, level_metas) if levels else {}),
+        **report,
         "dtype_in": src.dtype.name,
         "dtype_out": dtype.name,
         "format": fmt,
@@ -292,14 +291,10 @@ def _pyramid_levels(options, shape, axes, letters):
     return pyramid_specs(options.pipeline, shape, options.levels, axes, name="--levels")
 
 
-def _level_shapes(shape, levels):
-    return [list(shape)] + [list(specs[-1].output_shape) for specs in levels]
-
-
 def _level_report(shape, levels, metas):
     """Every level's shape and placement, for the report."""
     return {
-        "level_shapes": _level_shapes(shape, levels),
+        "level_shapes": [list(shape)] + [list(specs[-1].output_shape) for specs in levels],
         "level_placements": [
             {"scale": list(m.scale), "translate": list(m.translate)} for m in metas
         ],
@@ -784,31 +779,35 @@ def _write_pyramid(src, found, plan, options, tmp, scratch, client, chunk_progre
     if chunk_progress is not None:
         chunk_progress(0, total)
 
-    def jobs(level_jobs):
+    def level_regions(level_jobs):
         for k, specs, before, in_dtype in level_jobs:
-            if before is None:
-                source = os.path.abspath(found.path)
-            else:  # absolute: a --scheduler cluster's workers run elsewhere
-                path = os.path.abspath(_array_path(root, "ome-zarr", before))
-                source = (path, getattr(arrays[before], "perm", None))
-            store_path = os.path.abspath(_array_path(root, "ome-zarr", k))
             kw = {**kwargs, "in_dtype": in_dtype}
             for region in chunked.chunk_grid(shapes[k], chunks[k]):
-                yield source, store_path, specs, region, kw, arrays[k], dtype, before
+                yield k, specs, before, kw, region
+
+    def remote_job(k, specs, before, kw, region):
+        """One chunk as :func:`_remote_chunk` takes it (absolute paths: a
+        --scheduler cluster's workers run in folders of their own)."""
+        if before is None:
+            source = os.path.abspath(found.path)
+        else:
+            path = os.path.abspath(_array_path(root, "ome-zarr", before))
+            source = (path, getattr(arrays[before], "perm", None))
+        store_path = os.path.abspath(_array_path(root, "ome-zarr", k))
+        return source, store_path, specs, region, kw, arrays[k], dtype
 
     if client is None:
         for level_jobs in rounds:
-            for *job, before in jobs(level_jobs):
-                _source, _path, specs, region, kw, target, _dtype = job
+            for k, specs, before, kw, region in level_regions(level_jobs):
                 read = src.region if before is None else arrays[before].__getitem__
                 index = tuple(slice(a, b) for a, b in region)
-                target[index] = _level_region(specs, read, region, kw, dtype)
+                arrays[k][index] = _level_region(specs, read, region, kw, dtype)
                 if chunk_progress is not None:
                     chunk_progress(1, None)
     else:
         with _writers_gate(tmp, client) as run_jobs:
             for level_jobs in rounds:
-                run_jobs([job for *job, _before in jobs(level_jobs)], chunk_progress)
+                run_jobs([remote_job(*r) for r in level_regions(level_jobs)], chunk_progress)
     if fmt == "tiff":
         flavor_meta = replace(metas[0], flavor="ome")
         iy = letters.index("Y")
